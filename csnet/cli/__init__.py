@@ -1,0 +1,1 @@
+"""The ``csnet`` command line: one small module per command, listed in :mod:`csnet.cli.main`."""

@@ -1,0 +1,95 @@
+"""One file is one model: ``.safetensors`` weights with the ChannelConfig JSON in the file's metadata.
+
+No pickles anywhere: loading a model file can never execute code.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from csnet.io.atomic import atomic_path
+from csnet.models.config import ChannelConfig
+from csnet.models.csnet import CSNet
+from csnet.models.registry import is_model, list_models, model_entrypoint
+from csnet.models.weights import PRETRAINED, pretrained_path
+
+__all__ = ["create_model", "load_model", "save_model", "read_metadata", "ModelFileError", "DEFAULT_MODEL"]
+
+FORMAT_VERSION = "1"
+DEFAULT_MODEL = "csnet_default"
+"""The model ``csnet predict`` and ``load_model()`` use when none is named: the weights trained here."""
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, unreadable or not a csnet model; the message names the file."""
+
+
+def create_model(name: str, pretrained: bool = False, **kwargs) -> CSNet:
+    """Build a registered model; ``pretrained=True`` loads the weights bundled for it (strict)."""
+    model = model_entrypoint(name)(**kwargs)
+    if pretrained:
+        if kwargs:
+            raise ValueError("pretrained weights fix the architecture; do not pass model arguments")
+        path = pretrained_path(name)
+        state = load_file(str(path))
+        model.load_state_dict(state, strict=True)
+    return model
+
+
+def save_model(model: CSNet, path: Union[str, os.PathLike], metadata: Optional[dict[str, str]] = None) -> Path:
+    """Write ``model`` (weights + ChannelConfig) to one ``.safetensors`` file, atomically."""
+    path = Path(path)
+    meta = {"format": "csnet", "format_version": FORMAT_VERSION, "config": model.config.to_json()}
+    for key, value in (metadata or {}).items():
+        meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return path
+
+
+def read_metadata(path: Union[str, os.PathLike]) -> dict[str, str]:
+    """The metadata dict of a csnet model file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise ModelFileError(f"{path}: not a readable .safetensors file ({error})") from error
+    if meta.get("format") != "csnet" or "config" not in meta:
+        raise ModelFileError(f"{path}: not a csnet model file (no csnet config in its metadata)")
+    return meta
+
+
+def load_model(path_or_name: Union[str, os.PathLike, None] = None, device: Union[str, torch.device] = "cpu") -> CSNet:
+    """A model in eval mode from a ``.safetensors`` file or a registered name with bundled weights.
+
+    ``None`` gives :data:`DEFAULT_MODEL`.
+    """
+    target = DEFAULT_MODEL if path_or_name is None else path_or_name
+    path = Path(target)
+    if not path.is_file():
+        name = str(target)
+        if name in PRETRAINED:
+            path = pretrained_path(name)
+        elif is_model(name):
+            raise ModelFileError(f"model {name!r} has no bundled weights; bundled: {', '.join(sorted(PRETRAINED))}")
+        else:
+            raise ModelFileError(f"{name}: no such file and no such model (models: {', '.join(list_models())})")
+    meta = read_metadata(path)
+    try:
+        config = ChannelConfig.from_json(meta["config"])
+    except ValueError as error:
+        raise ModelFileError(f"{path}: bad model config ({error})") from error
+    model = CSNet(config)
+    try:
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()
+        raise ModelFileError(f"{path}: weights do not match its config ({first[0] if first else error})") from error
+    return model.to(device).eval()

@@ -1,0 +1,41 @@
+"""`csnet models`, `csnet info` and the CLI's error conventions."""
+import json
+
+from csnet.cli.main import main
+
+
+def test_info_json_reports_params_macs_and_stage_shapes(capsys):
+    assert main(["info", "csnet_x1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["params"] == 210_985
+    assert abs(data["macs"] - 0.433e9) / 0.433e9 < 0.01
+    assert data["flops"] == 2 * data["macs"]
+    assert [s["scales"][0][2] for s in data["stages"]] == [224, 224, 112, 56, 28]
+
+
+def test_info_any_size(capsys):
+    assert main(["info", "csnet_l_x2", "--size", "225", "301", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["output_shape"] == [1, 1, 225, 301]
+
+
+def test_info_text(capsys):
+    assert main(["info", "csnet_l_x1"]) == 0
+    out = capsys.readouterr().out
+    assert "93,647" in out and "FLOPs = 2 x MACs" in out
+
+
+def test_unknown_model_is_one_line_error(capsys):
+    assert main(["info", "nope"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope" in err
+
+
+def test_models_lists_the_registry(capsys):
+    assert main(["models", "--json"]) == 0
+    names = {row["name"] for row in json.loads(capsys.readouterr().out)}
+    assert {"csnet_x1", "csnet_x2", "csnet_l_x1", "csnet_l_x2"} <= names
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("csnet ")
