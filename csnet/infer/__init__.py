@@ -1,0 +1,1 @@
+"""Inference: the test protocol, predictors and their backends."""

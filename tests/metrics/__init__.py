@@ -1,0 +1,1 @@
+"""Tests of csnet.metrics (and, until tests/infer exists, csnet.infer.protocol)."""
