@@ -12,20 +12,20 @@ import csv
 import importlib.util
 import io
 import json
+import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
 from csnet.cli.main import CLIError
 
-# TODO(merge): switch to csnet.data.pairs (layouts, pairing) and csnet.io.images (decoding) once they land;
-# these local helpers only exist so that this command did not wait for them.
-_IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-# (image folder, mask folder) names of a dataset folder, compared without regard to case.
-_LAYOUTS = (("images", "masks"), ("images", "gt"), ("image", "mask"), ("imgs", "gt"), ("im", "gt"))
+if TYPE_CHECKING:  # csnet.data imports torch: loaded only when a command runs, not for --help
+    from csnet.data.pairs import ImagePair, Pairing
+
 # Mask-folder names too generic to name a dataset: --gt PASCAL-S/masks reports "PASCAL-S".
 _GENERIC_NAMES = frozenset({"gt", "gts", "mask", "masks", "ground_truth", "groundtruth", "labels"})
 _COLUMNS = ("maxF", "meanF", "adpF", "MAE", "S", "maxE", "meanE", "adpE", "wF", "n")
@@ -39,8 +39,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--name", help="dataset name in reports with --pred (default: the --gt folder's name, "
                                      "or its parent's for generic names such as masks/ or GT/)")
     what.add_argument("--data", metavar="DIR[,DIR]", action="append",
-                      help="dataset folder(s) with images and masks paired by stem (images/+masks/, "
-                           "images/+GT/, Image/+Mask/, Imgs/+GT/, im/+gt/); the model predicts them")
+                      help="dataset folder(s) with images and masks paired by stem (images/+GT/, "
+                           "images/+masks/, Image/+Mask/, Imgs/+GT/, im/+gt/, DUTS-TR-Image/+DUTS-TR-Mask/, "
+                           "DUTS-TE-Image/+DUTS-TE-Mask/), or list files of 'image mask' lines; "
+                           "the model predicts them")
     model = parser.add_argument_group("model (with --data)")
     model.add_argument("--model", metavar="M", help="registered model name or .safetensors file "
                                                    "(default: the default model)")
@@ -57,38 +59,66 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 @dataclass
 class _Dataset:
     name: str
-    pairs: list[tuple[Path, Path]]  # (image or map, mask), sorted by stem
+    pairs: Sequence[ImagePair]  # image (or map) and mask, sorted by stem
 
 
-def _listing(folder: Path, what: str) -> dict[str, list[Path]]:
-    if not folder.is_dir():
-        raise CLIError(f"{what} folder not found: {folder}")
-    files: dict[str, list[Path]] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in _IMAGE_EXTENSIONS and not path.name.startswith("."):
-            files.setdefault(path.stem, []).append(path)
-    return files
+def _pair_folders(pred_dir: Path, gt_dir: Path, name: str) -> Pairing:
+    """Maps of ``pred_dir`` paired by stem with masks of ``gt_dir``, by the rules of :mod:`csnet.data.pairs`."""
+    from csnet.data.pairs import MASK_EXTENSIONS, ImagePair, Pairing
+    from csnet.data.pairs import _files_by_stem  # the listing rule of dataset folders, so both modes agree
+
+    for folder, what in ((pred_dir, "map"), (gt_dir, "mask")):
+        if not folder.is_dir():
+            raise CLIError(f"{what} folder not found: {folder}")
+    maps, duplicate_maps = _files_by_stem(pred_dir, MASK_EXTENSIONS)
+    masks, duplicate_masks = _files_by_stem(gt_dir, MASK_EXTENSIONS)
+    return Pairing(
+        pairs=tuple(ImagePair(maps[s], masks[s], f"{name}/{s}") for s in sorted(maps.keys() & masks.keys())),
+        layouts=(f"{name}: {pred_dir} + {gt_dir}",),
+        unpaired_images=tuple(maps[s] for s in sorted(maps.keys() - masks.keys())),
+        unpaired_masks=tuple(masks[s] for s in sorted(masks.keys() - maps.keys())),
+        duplicates=tuple(duplicate_maps + duplicate_masks))
 
 
-def _pair_by_stem(first: Path, second: Path, first_what: str, second_what: str,
-                  skip_bad: bool) -> list[tuple[Path, Path]]:
-    """Pairs of files with the same stem in two folders; unpaired or ambiguous stems are errors or skipped."""
-    a, b = _listing(first, first_what), _listing(second, second_what)
+def _collect(root: Path) -> Pairing:
+    """:func:`csnet.data.collect_pairs` for one ``--data`` folder or list file, errors as CLIError.
+
+    Its log warnings about files left out are held back: :func:`_check_pairing` reports those files itself,
+    as an error or, with ``--skip-bad``, as warnings.
+    """
+    from csnet.data import DatasetError, collect_pairs
+
+    def quiet(record: logging.LogRecord) -> bool:
+        return False
+
+    pairs_logger = logging.getLogger("csnet.data.pairs")
+    pairs_logger.addFilter(quiet)
+    try:
+        return collect_pairs(os.fspath(root))  # a str: --data values are already split at commas
+    except DatasetError as error:
+        raise CLIError(str(error)) from None
+    finally:
+        pairs_logger.removeFilter(quiet)
+
+
+def _check_pairing(pairing: Pairing, what: str, skip_bad: bool) -> None:
+    """Unpaired, duplicate and missing files are errors, or skipped with a warning under ``--skip-bad``."""
     problems = []
-    only_a = sorted(set(a) - set(b))
-    only_b = sorted(set(b) - set(a))
-    if only_a:
-        problems.append(f"{len(only_a)} {first_what} file(s) in {first} without a {second_what} "
-                        f"({_names(a[s][0].name for s in only_a)})")
-    if only_b:
-        problems.append(f"{len(only_b)} {second_what} file(s) in {second} without a {first_what} "
-                        f"({_names(b[s][0].name for s in only_b)})")
-    ambiguous = sorted(s for s in set(a) & set(b) if len(a[s]) > 1 or len(b[s]) > 1)
-    if ambiguous:
-        problems.append(f"{len(ambiguous)} stem(s) with several files "
-                        f"({_names(p.name for s in ambiguous for p in a[s] + b[s])})")
+    if pairing.unpaired_images:
+        found = pairing.unpaired_images
+        problems.append(f"{len(found)} {what} file(s) in {found[0].parent} without a mask "
+                        f"({_names(p.name for p in found)})")
+    if pairing.unpaired_masks:
+        found = pairing.unpaired_masks
+        problems.append(f"{len(found)} mask file(s) in {found[0].parent} without a {what} "
+                        f"({_names(p.name for p in found)})")
+    if pairing.duplicates:
+        problems.append(f"{len(pairing.duplicates)} file(s) with the stem of a file before them in the same "
+                        f"folder, which is the one used ({_names(str(p) for p in pairing.duplicates)})")
+    if pairing.missing:
+        problems.append(f"{len(pairing.missing)} file(s) named by a list file not found "
+                        f"({_names(str(p) for p, _ in pairing.missing)})")
     _report(problems, skip_bad)
-    return [(a[s][0], b[s][0]) for s in sorted(set(a) & set(b)) if s not in ambiguous]
 
 
 def _names(names: Iterator[str]) -> str:
@@ -112,36 +142,17 @@ def _warn(message: str) -> None:
     tqdm.write(f"warning: {message}", file=sys.stderr)  # does not break a progress bar
 
 
-def _detect_layout(root: Path) -> tuple[Path, Path]:
-    if not root.is_dir():
-        raise CLIError(f"dataset folder not found: {root}")
-    folders = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    found = [(folders[i], folders[m]) for i, m in _LAYOUTS if i in folders and m in folders]
-    if not found:
-        known = ", ".join(f"{i}/+{m}/" for i, m in _LAYOUTS)
-        raise CLIError(f"no images/masks folders in {root} (known layouts, any case: {known})")
-    if len(found) > 1:
-        raise CLIError(f"ambiguous layout in {root}: " + "; ".join(f"{i.name}/+{m.name}/" for i, m in found))
-    return found[0]
-
-
-def _read(path: Path, mode: str) -> np.ndarray:
-    """uint8 H x W (mode "L") or H x W x 3 (mode "RGB"), EXIF orientation applied. Raises ValueError."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            return np.asarray(image.convert(mode))
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"cannot read {path}: {error}") from None
-
-
 def _dataset_name(gt_dir: Path) -> str:
     gt_dir = gt_dir.resolve()
     if gt_dir.name.lower() in _GENERIC_NAMES and gt_dir.parent.name:
         return gt_dir.parent.name
     return gt_dir.name
+
+
+def _source_name(root: Path) -> str:
+    """A dataset's name: its folder's, or for a list file the name of the folder holding it (as in pair keys)."""
+    root = root.resolve()
+    return root.parent.name if root.is_file() else root.name
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -155,16 +166,18 @@ def _unique(names: list[str]) -> list[str]:
 
 def _datasets(args: argparse.Namespace) -> list[_Dataset]:
     if args.pred:
-        pairs = _pair_by_stem(Path(args.pred), Path(args.gt), "map", "mask", args.skip_bad)
-        return [_Dataset(args.name or _dataset_name(Path(args.gt)), pairs)]
+        name = args.name or _dataset_name(Path(args.gt))
+        pairing = _pair_folders(Path(args.pred), Path(args.gt), name)
+        _check_pairing(pairing, "map", args.skip_bad)
+        return [_Dataset(name, pairing.pairs)]
     roots = [Path(d) for spec in args.data for d in spec.split(",") if d]
     if not roots:
         raise CLIError("--data needs at least one folder")
     datasets = []
-    names = _unique([root.resolve().name for root in roots])
-    for root, name in zip(roots, names):
-        image_dir, mask_dir = _detect_layout(root)
-        datasets.append(_Dataset(name, _pair_by_stem(image_dir, mask_dir, "image", "mask", args.skip_bad)))
+    for root, name in zip(roots, _unique([_source_name(root) for root in roots])):
+        pairing = _collect(root)
+        _check_pairing(pairing, "image", args.skip_bad)
+        datasets.append(_Dataset(name, pairing.pairs))
     return datasets
 
 
@@ -200,14 +213,16 @@ def _load_model(args: argparse.Namespace):
 def _score_maps(dataset: _Dataset, evaluator, skip_bad: bool) -> None:
     from tqdm import tqdm
 
-    for pred_path, gt_path in tqdm(dataset.pairs, desc=dataset.name, unit="map", disable=None):
+    from csnet.io.images import ImageLoadError, load_mask
+
+    for pair in tqdm(dataset.pairs, desc=dataset.name, unit="map", disable=None):
         try:
-            pred, gt = _read(pred_path, "L"), _read(gt_path, "L")
+            pred, gt = load_mask(pair.image), load_mask(pair.mask)
             if pred.shape != gt.shape:
-                raise ValueError(f"{pred_path.name} is {pred.shape[1]}x{pred.shape[0]} but its mask "
-                                 f"{gt_path.name} is {gt.shape[1]}x{gt.shape[0]}")
+                raise ValueError(f"{pair.image.name} is {pred.shape[1]}x{pred.shape[0]} but its mask "
+                                 f"{pair.mask.name} is {gt.shape[1]}x{gt.shape[0]}")
             evaluator.step(pred, gt)
-        except ValueError as error:  # MetricInputError is a ValueError too
+        except (ImageLoadError, ValueError) as error:  # MetricInputError is a ValueError too
             if not skip_bad:
                 raise CLIError(f"{error} (use --skip-bad to skip it)") from None
             _warn(f"skipping {error}")
@@ -218,6 +233,7 @@ def _score_model(dataset: _Dataset, evaluator, model, args: argparse.Namespace) 
     from tqdm import tqdm
 
     from csnet.infer.protocol import postprocess, preprocess
+    from csnet.io.images import ImageLoadError, load_image, load_mask
 
     def flush(batch: list[tuple[np.ndarray, np.ndarray]]) -> None:
         inputs = torch.cat([preprocess(image) for image, _ in batch]).to(args.device)
@@ -227,13 +243,13 @@ def _score_model(dataset: _Dataset, evaluator, model, args: argparse.Namespace) 
             evaluator.step(postprocess(logit, image.shape[:2]), gt)
 
     batch: list[tuple[np.ndarray, np.ndarray]] = []
-    for image_path, gt_path in tqdm(dataset.pairs, desc=dataset.name, unit="image", disable=None):
+    for pair in tqdm(dataset.pairs, desc=dataset.name, unit="image", disable=None):
         try:
-            image, gt = _read(image_path, "RGB"), _read(gt_path, "L")
+            image, gt = load_image(pair.image), load_mask(pair.mask)
             if image.shape[:2] != gt.shape:
-                raise ValueError(f"{image_path.name} is {image.shape[1]}x{image.shape[0]} but its mask "
-                                 f"{gt_path.name} is {gt.shape[1]}x{gt.shape[0]}")
-        except ValueError as error:
+                raise ValueError(f"{pair.image.name} is {image.shape[1]}x{image.shape[0]} but its mask "
+                                 f"{pair.mask.name} is {gt.shape[1]}x{gt.shape[0]}")
+        except (ImageLoadError, ValueError) as error:
             if not args.skip_bad:
                 raise CLIError(f"{error} (use --skip-bad to skip it)") from None
             _warn(f"skipping {error}")

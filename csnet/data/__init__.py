@@ -6,14 +6,8 @@ Typical training use::
     train, val = split_pairs(pairs, val_fraction=0.05, seed=0)
     dataset = SaliencyDataset(train, DatasetConfig(), cache=cache)  # no decoding left
 """
-from csnet.data.augment import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    AugmentParams,
-    GpuAugment,
-    augment_batch,
-    sample_augment_params,
-)
+from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
+from csnet.data.augment import AugmentParams, GpuAugment, augment_batch, sample_augment_params
 from csnet.data.cache import SampleCache, SampleMeta, resize_sample
 from csnet.data.dataset import DatasetConfig, SaliencyDataset
 from csnet.data.pairs import (

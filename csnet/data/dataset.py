@@ -10,14 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from csnet.data.augment import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    AugmentParams,
-    GpuAugment,
-    augment_batch,
-    sample_augment_params,
-)
+from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
+from csnet.data.augment import AugmentParams, GpuAugment, augment_batch, sample_augment_params
 from csnet.data.cache import SampleCache
 from csnet.data.pairs import DatasetSource, ImagePair
 from csnet.data.scan import Progress, _check_pairs_keyed, scan_dataset

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INPUT_SIZE", "preprocess", "postprocess"]
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 INPUT_SIZE = 224  # training and test resolution of the released models
 
 

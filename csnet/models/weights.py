@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["WeightInfo", "PRETRAINED", "pretrained_path"]
 
 
@@ -19,8 +21,8 @@ class WeightInfo:
     architecture: str
     sha256: str = ""
     input_size: tuple[int, int] = (224, 224)
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     license: str = "MIT"
     training_data: str = ""
     metrics: dict[str, float] = field(default_factory=dict)

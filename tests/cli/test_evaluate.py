@@ -232,7 +232,20 @@ def test_data_mode_named_model_and_bad_layout(tmp_path, fake_model, capsys):
     assert fake_model[-1][0] == "some.safetensors"
     (tmp_path / "odd" / "pictures").mkdir(parents=True)
     assert main(["evaluate", "--data", str(tmp_path / "odd")]) == 1
-    assert "no images/masks folders" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no dataset layout recognised" in err and "pictures" in err  # names the folders it found
+
+
+def test_data_mode_duts_layout_and_list_file(tmp_path, fake_model):
+    # csnet.data's layouts: the DUTS folders, and a list file of "image mask" lines named after its folder.
+    _dataset(tmp_path / "DUTS-TE", "DUTS-TE-Image", "DUTS-TE-Mask", n=2)
+    _dataset(tmp_path / "listed", "pics", "gts", n=3)
+    (tmp_path / "listed" / "test.lst").write_text("# image mask\npics/000.jpg gts/000.png\npics/002.jpg gts/002.png\n")
+    out = tmp_path / "s.json"
+    assert main(["evaluate", "--data", f"{tmp_path / 'DUTS-TE'},{tmp_path / 'listed' / 'test.lst'}",
+                 "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["dataset"], r["n"]) for r in rows] == [("DUTS-TE", 2), ("listed", 2)]
 
 
 def test_data_mode_unpaired_image(tmp_path, fake_model, capsys):

@@ -1,0 +1,13 @@
+"""Constants shared across csnet; this module is their one definition (stdlib only, cheap to import).
+
+``IMAGENET_MEAN`` / ``IMAGENET_STD``: the per-channel RGB mean and standard deviation, on [0, 1]
+pixel values, that the network input is normalized with, ``(x - mean) / std``. The released CSNet
+models were trained and tested with them (SPEC 4), so training augmentation, the test protocol,
+inference and the weight metadata must all use these exact values.
+"""
+from __future__ import annotations
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
