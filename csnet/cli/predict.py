@@ -1,0 +1,476 @@
+"""``csnet predict INPUT... -o OUT``: masks, cutouts, new backgrounds or overlays for images, folders and videos.
+
+Inputs are files, folders (searched recursively; the relative paths are kept under OUT), glob
+patterns (quoted, e.g. ``'photos/**/*.jpg'``) or ``-`` (one image on stdin; the PNG goes to stdout).
+With one image input, ``-o`` may name the output file itself (``-o mask.png``).
+
+Decoding and encoding run in ``--workers`` threads around the model, so it is never starved. A file
+that fails is reported on one line and the others go on; the exit code is then 1.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import logging
+import os
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any, Callable, Optional
+
+from csnet.cli.main import CLIError
+
+log = logging.getLogger(__name__)
+
+_FILE_OUTPUT_SUFFIXES = {".png": "PNG", ".webp": "WEBP", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
+                         ".tif": "TIFF", ".tiff": "TIFF"}
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Options shared with `csnet demo` and `csnet serve`.
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, batch: bool = True) -> None:
+    """``--model --device --backend --size`` (and ``--batch-size``): how a Predictor is built."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=None, metavar="NAME|FILE",
+                       help="a .safetensors model file, an .onnx export, or a name with bundled weights "
+                            "(default: the bundled model)")
+    group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    group.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
+                       help="inference runtime (auto: ONNX Runtime on CPU when installed, PyTorch on CUDA)")
+    group.add_argument("--size", type=int, default=224, metavar="S",
+                       help="inference resolution: images are resized to S x S and the mask back (default 224)")
+    group.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="CPU threads for inference (default: the runtime's, one per core; on busy shared "
+                            "cores 1 can be faster)")
+    if batch:
+        group.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass (default 8)")
+
+
+def make_predictor(args: argparse.Namespace, model: Any = "__args__"):
+    """A Predictor from the options of :func:`add_model_arguments`; user errors become CLIError."""
+    from csnet.infer.backends import BackendError
+    from csnet.infer.predictor import Predictor
+    from csnet.models import ModelFileError
+
+    if args.size < 1:
+        raise CLIError(f"--size must be positive, got {args.size}")
+    batch_size = getattr(args, "batch_size", 8)
+    if batch_size < 1:
+        raise CLIError(f"--batch-size must be positive, got {batch_size}")
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise CLIError(f"--threads must be positive, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)  # the CLI owns its process; the library never does this
+    try:
+        return Predictor(args.model if model == "__args__" else model, device=args.device, size=args.size,
+                         backend=args.backend, batch_size=batch_size, threads=threads)
+    except (ModelFileError, BackendError, ImportError) as error:
+        raise CLIError(str(error)) from None
+
+
+# ------------------------------------------------------------------------------------------------
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image or video files, folders (recursive), quoted globs, or - for stdin")
+    parser.add_argument("-o", "--output", default=None, metavar="OUT",
+                        help="output folder (or file, for one image; - for stdout). Required unless INPUT is -")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--cutout", action="store_true", help="write RGBA PNG cutouts instead of masks")
+    what.add_argument("--background", metavar="COLOR|IMAGE",
+                      help="write the object over a colour (white, #00ff00, 0,255,0) or an image")
+    what.add_argument("--overlay", action="store_true", help="write the images with the salient region tinted")
+    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+                        help="binarize the mask at probability T in [0, 1] (default: soft mask)")
+    add_model_arguments(parser)
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
+                        help="threads decoding and encoding images around the model (default min(4, cores))")
+    parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs already exist")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+
+
+@dataclass
+class Job:
+    """One input: ``source`` (None for stdin), the output path(s), and whether it is a video."""
+
+    source: Optional[Path]
+    rel: PurePath
+    video: bool = False
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return "<stdin>" if self.source is None else str(self.source)
+
+
+def _mode(args: argparse.Namespace) -> str:
+    if args.cutout:
+        return "cutout"
+    if args.background is not None:
+        return "background"
+    if args.overlay:
+        return "overlay"
+    return "mask"
+
+
+def _has_magic(text: str) -> bool:
+    return glob.has_magic(text)
+
+
+def _supported_suffixes() -> tuple[set[str], set[str]]:
+    from PIL import Image
+
+    from csnet.infer.video import VIDEO_SUFFIXES
+
+    Image.init()
+    images = {s.lower() for s in Image.registered_extensions()} - set(VIDEO_SUFFIXES)
+    return images, set(VIDEO_SUFFIXES)
+
+
+def _hidden(rel: PurePath) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def collect_inputs(inputs: list[str], exclude: Optional[Path] = None) -> tuple[list[Job], list[str]]:
+    """Expand INPUT arguments into jobs (in a stable order) and one-line errors for those that match nothing."""
+    image_suffixes, video_suffixes = _supported_suffixes()
+    wanted = image_suffixes | video_suffixes
+    exclude = exclude.resolve() if exclude is not None else None
+    jobs: list[Job] = []
+    errors: list[str] = []
+
+    def add(path: Path, rel: PurePath, root: Optional[Path] = None) -> None:
+        # files found under an output folder inside the searched folder (earlier results) are not inputs
+        if root is not None and exclude is not None and exclude != root.resolve() \
+                and exclude in path.resolve().parents:
+            return
+        jobs.append(Job(path, rel, video=path.suffix.lower() in video_suffixes))
+
+    def add_tree(root: Path) -> int:
+        count = 0
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            if path.is_file() and path.suffix.lower() in wanted and not _hidden(rel):
+                add(path, rel, root)
+                count += 1
+        return count
+
+    for text in inputs:
+        if text == "-":
+            jobs.append(Job(None, PurePath("stdin")))
+            continue
+        path = Path(text)
+        if path.is_dir():
+            if add_tree(path) == 0:
+                errors.append(f"no images or videos found in {text}")
+        elif path.is_file():
+            add(path, PurePath(path.name))
+        elif _has_magic(text):
+            parts = Path(text).parts
+            base_parts = []
+            for part in parts:
+                if _has_magic(part):
+                    break
+                base_parts.append(part)
+            base = Path(*base_parts) if base_parts else Path(".")
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True)) if Path(m).is_file()]
+            if not matches:
+                errors.append(f"no files match {text}")
+            for match in matches:
+                add(match, match.relative_to(base) if match.is_relative_to(base) else PurePath(match.name), base)
+        else:
+            errors.append(f"no such file or directory: {text}")
+    return jobs, errors
+
+
+def assign_outputs(jobs: list[Job], out: Path, mode: str, file_output: bool) -> None:
+    """Fill ``job.outputs``: ``OUT/<rel>.png``; inputs that would share one (``a.jpg``, ``a.png``) keep
+    their full names instead (``a.jpg.png``, ``a.png.png``), whatever their order."""
+    from collections import Counter
+
+    from csnet.infer.video import video_output_paths
+
+    if file_output:
+        jobs[0].outputs = {mode: out}
+        return
+    images = [job for job in jobs if not job.video]
+    counts = Counter(job.rel.with_suffix(".png") for job in images)
+    used: set[PurePath] = set()
+    for job in jobs:
+        if job.video:
+            kinds = ("mask", "cutout") if mode == "mask" else (mode,)
+            job.outputs = video_output_paths(out / job.rel.with_suffix(""), kinds)
+            continue
+        candidate = job.rel.with_suffix(".png")
+        if counts[candidate] > 1:
+            log.warning("%s: several inputs map to %s; writing %s", job.label, out / candidate,
+                        out / job.rel.with_name(job.rel.name + ".png"))
+            candidate = job.rel.with_name(job.rel.name + ".png")
+            number = 2
+            while candidate in used:  # the same name from two folders given as separate inputs
+                candidate = job.rel.with_name(f"{job.rel.name}-{number}.png")
+                number += 1
+        used.add(candidate)
+        job.outputs = {mode: out / candidate}
+
+
+class Report:
+    """Counts and one-line error messages (printed above the progress bar)."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self.done = self.failed = self.skipped = self.frames = 0
+        self.bar = tqdm(total=total, unit="img", disable=True if quiet else None, dynamic_ncols=True,
+                        file=sys.stderr, leave=False)
+
+    def ok(self, count: int = 1) -> None:
+        self.done += count
+        self.bar.update(count)
+
+    def fail(self, message: str) -> None:
+        self.failed += 1
+        self.bar.update(1)
+        self.bar.write(f"csnet predict: error: {message}", file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _error_message(job: Job, error: BaseException) -> str:
+    from csnet.io.images import ImageLoadError
+
+    if isinstance(error, ImageLoadError):
+        return str(error)
+    if isinstance(error, OSError) and error.filename:
+        return f"{job.label}: cannot write {error.filename} ({error.strerror or error})"
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if job.label in text else f"{job.label}: {text}"
+
+
+def _background_value(spec: str):
+    from csnet.infer.compose import parse_color
+    from csnet.io.images import ImageLoadError, load_image
+
+    if Path(spec).is_file():
+        try:
+            return load_image(spec)
+        except ImageLoadError as error:
+            raise CLIError(f"--background: {error}") from None
+    try:
+        return parse_color(spec)
+    except ValueError:
+        raise CLIError(f"--background: {spec!r} is neither a colour (white, #00ff00, 0,255,0) nor an image file") from None
+
+
+def compose_output(image, mask, mode: str, background=None):
+    """The array to write for ``mode`` (mask, cutout, background, overlay)."""
+    from csnet.infer import compose
+
+    if mode == "mask":
+        return mask
+    if mode == "cutout":
+        return compose.cutout(image, mask)
+    if mode == "overlay":
+        return compose.overlay(image, mask)
+    return compose.replace_background(image, mask, background)
+
+
+def encode(array, image_format: str = "PNG") -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    options = {"compress_level": 3} if image_format == "PNG" else {}
+    if image_format == "JPEG":
+        options = {"quality": 95}
+    Image.fromarray(array).save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def _write(path: Path, array) -> None:
+    from csnet.io.atomic import atomic_write_bytes
+
+    image_format = _FILE_OUTPUT_SUFFIXES.get(path.suffix.lower(), "PNG")
+    atomic_write_bytes(path, encode(array, image_format))
+
+
+def _write_stdout(job: Job, array) -> None:
+    sys.stdout.buffer.write(encode(array))
+    sys.stdout.buffer.flush()
+
+
+def run_images(predictor, jobs: list[Job], *, mode: str, threshold: Optional[float], background, workers: int,
+               report: Report, stdin_bytes: Optional[bytes] = None,
+               write: Callable[[Job, Any], None] | None = None) -> None:
+    """Decode in threads -> batch -> one backend call per batch -> postprocess and write in threads.
+
+    At most ``2 * batch_size + workers`` images are decoded ahead and as many writes are pending,
+    so memory is bounded however many inputs there are.
+    """
+    import numpy as np
+
+    from csnet.io.images import load_image
+
+    batch_size = predictor.batch_size
+    keep_image = mode != "mask"
+    window = 2 * batch_size + workers
+
+    def decode(job: Job):
+        source = stdin_bytes if job.source is None else job.source
+        image = load_image(source, max_pixels=predictor.max_pixels)
+        x = predictor.preprocess(image)
+        return (image if keep_image else image.shape[:2]), x
+
+    def finish(job: Job, image, logits) -> None:
+        height, width = image.shape[:2] if keep_image else image
+        mask = predictor.postprocess(logits, height, width, threshold=threshold)
+        out = compose_output(image if keep_image else None, mask, mode, background)
+        (write or _write_job)(job, out)
+
+    def _write_job(job: Job, array) -> None:
+        _write(job.outputs[mode], array)
+
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="csnet-io")
+    try:
+        pending: deque[tuple[Job, Future]] = deque()
+        writes: deque[tuple[Job, Future]] = deque()
+        queue = iter(jobs)
+
+        def refill() -> None:
+            while len(pending) < window:
+                job = next(queue, None)
+                if job is None:
+                    return
+                pending.append((job, pool.submit(decode, job)))
+
+        def drain(limit: int) -> None:
+            while len(writes) > limit:
+                job, future = writes.popleft()
+                try:
+                    future.result()
+                    report.ok()
+                except Exception as error:  # noqa: BLE001 - one bad file must not stop the rest
+                    report.fail(_error_message(job, error))
+
+        refill()
+        batch: list[tuple[Job, Any, Any]] = []
+        while pending or batch:
+            if pending:
+                job, future = pending.popleft()
+                refill()
+                try:
+                    image, x = future.result()
+                    batch.append((job, image, x))
+                except Exception as error:  # noqa: BLE001
+                    report.fail(_error_message(job, error))
+                if len(batch) < batch_size and pending:
+                    continue
+            if batch:
+                logits = predictor.infer(np.stack([item[2] for item in batch]))
+                for (job, image, _), item_logits in zip(batch, logits):
+                    writes.append((job, pool.submit(finish, job, image, item_logits)))
+                batch = []
+                drain(window)
+        drain(0)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: drop the queued work, finish the running
+        raise
+    pool.shutdown(wait=True)
+
+
+def run_videos(predictor, jobs: list[Job], *, threshold, background, report: Report, quiet: bool) -> None:
+    from tqdm import tqdm
+
+    from csnet.infer.video import VideoError, predict_video
+
+    for job in jobs:
+        bar = tqdm(unit="frame", desc=job.rel.name, disable=True if quiet else None, leave=False, file=sys.stderr)
+        last = [0]
+
+        def progress(frames: int) -> None:
+            bar.update(frames - last[0])
+            last[0] = frames
+
+        try:
+            frames = predict_video(predictor, job.source, job.outputs, batch_size=predictor.batch_size,
+                                   threshold=threshold, background=background, progress=progress)
+            report.frames += frames
+            report.ok()
+        except (VideoError, OSError, ValueError) as error:
+            report.fail(_error_message(job, error))
+        finally:
+            bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    mode = _mode(args)
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise CLIError(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.workers < 1:
+        raise CLIError(f"--workers must be positive, got {args.workers}")
+    stdin_input = "-" in args.inputs
+    if stdin_input and len(args.inputs) > 1:
+        raise CLIError("- (stdin) cannot be combined with other inputs")
+    if args.output is None and not stdin_input:
+        raise CLIError("give an output folder with -o OUT (or read - from stdin to write to stdout)")
+    to_stdout = args.output == "-" or (args.output is None and stdin_input)
+    out = None if to_stdout else Path(args.output)
+    background = _background_value(args.background) if mode == "background" else None
+
+    jobs, errors = collect_inputs(args.inputs, exclude=out if out is not None and out.is_dir() else None)
+    if not jobs and not errors:
+        raise CLIError("no images or videos found")
+    file_output = False
+    if out is not None and out.suffix.lower() in _FILE_OUTPUT_SUFFIXES and not out.is_dir():
+        if len(jobs) != 1 or jobs[0].video:
+            raise CLIError(f"-o {out} names a file, but the inputs are not exactly one image; give a folder")
+        file_output = True
+        if mode in ("cutout",) and _FILE_OUTPUT_SUFFIXES[out.suffix.lower()] not in _ALPHA_FORMATS:
+            raise CLIError(f"a cutout has transparency: write it as .png, .webp or .tif, not {out.suffix}")
+    if to_stdout and any(job.video for job in jobs):
+        raise CLIError("videos cannot be written to stdout; give -o OUT")
+    if out is not None:
+        assign_outputs(jobs, out, mode, file_output)
+
+    report = Report(total=len(jobs) + len(errors), quiet=args.quiet or to_stdout)
+    for message in errors:
+        report.fail(message)
+    todo: list[Job] = []
+    for job in jobs:
+        if job.source is not None and any(p.resolve() == job.source.resolve() for p in job.outputs.values()):
+            report.fail(f"{job.label}: the output would overwrite the input; choose another -o")
+        elif args.skip_existing and job.outputs and all(p.exists() for p in job.outputs.values()):
+            report.skipped += 1
+            report.bar.update(1)
+        else:
+            todo.append(job)
+
+    start = time.perf_counter()
+    if todo:
+        predictor = make_predictor(args)
+        log.debug("%r", predictor)
+        stdin_bytes = sys.stdin.buffer.read() if stdin_input else None
+        write = _write_stdout if to_stdout else None
+        images = [job for job in todo if not job.video]
+        videos = [job for job in todo if job.video]
+        run_images(predictor, images, mode=mode, threshold=args.threshold, background=background,
+                   workers=args.workers, report=report, stdin_bytes=stdin_bytes, write=write)
+        run_videos(predictor, videos, threshold=args.threshold, background=background, report=report,
+                   quiet=args.quiet)
+    report.close()
+    elapsed = time.perf_counter() - start
+    if not args.quiet:
+        rate = f", {report.done / elapsed:.1f} images/s" if report.done and elapsed > 0 else ""
+        frames = f", {report.frames} video frames" if report.frames else ""
+        print(f"{report.done} done, {report.failed} failed, {report.skipped} skipped in {elapsed:.1f} s"
+              f"{rate}{frames}", file=sys.stderr if to_stdout else sys.stdout)
+    return 1 if report.failed else 0

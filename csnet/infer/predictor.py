@@ -1,0 +1,383 @@
+"""``csnet.Predictor``: saliency masks and cutouts for paths, PIL images and arrays, one or many at a time.
+
+>>> import csnet
+>>> predictor = csnet.Predictor("model.safetensors")       # doctest: +SKIP
+>>> mask = predictor.predict("photo.jpg")                   # doctest: +SKIP  PIL "L" image, photo's size
+>>> rgba = predictor.cutout(pil_image)                      # doctest: +SKIP  PIL "RGBA" image
+
+Every image goes through the test protocol of SPEC 4 (:mod:`csnet.infer.protocol`): scaled to
+``size x size`` with non-antialiased bilinear interpolation, ImageNet-normalized, run through the
+network, passed through a sigmoid and scaled back to its own size. The resizes here compute
+exactly what :func:`~csnet.infer.protocol.preprocess` / :func:`~csnet.infer.protocol.postprocess`
+compute (tested), but gather only the source pixels the bilinear weights touch and write the
+full-size map in row blocks, so a 100-megapixel photo costs its decoded bytes plus a few MB
+instead of gigabytes of float64 copies.
+
+A predictor is safe to share between threads (a server's request handlers): the backend call is
+serialized by a lock, everything else (decoding, resizing, composing) runs in the callers' threads.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from csnet.infer.backends import Backend, BackendError, backend_class, resolve_device
+from csnet.infer.compose import cutout as _cutout
+from csnet.infer.protocol import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
+from csnet.io.images import DEFAULT_MAX_PIXELS, load_image
+
+__all__ = ["Predictor", "ModelSource", "ImageInput", "resolve_model", "choose_backend",
+           "preprocess_image", "postprocess_logits"]
+
+log = logging.getLogger(__name__)
+
+ModelSource = Union[None, str, os.PathLike, nn.Module]
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+_MEAN = np.asarray(IMAGENET_MEAN, dtype=np.float64)
+_STD = np.asarray(IMAGENET_STD, dtype=np.float64)
+_ROW_BLOCK_VALUES = 1 << 21  # float64 values per block when writing a full-size map (16 MB)
+
+
+# ----------------------------------------------------------------------------------------------
+# The test protocol's resizes, memory-light.
+
+def _linear_axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of non-antialiased bilinear resizing along one axis.
+
+    The formula of ``F.interpolate(mode="bilinear", align_corners=False)``: source coordinate
+    ``(dst + 0.5) * in / out - 0.5`` clamped at 0; neighbours ``i0`` and ``min(i0 + 1, in - 1)``.
+    """
+    scale = in_size / out_size
+    source = np.maximum(scale * (np.arange(out_size, dtype=np.float64) + 0.5) - 0.5, 0.0)
+    i0 = np.minimum(source.astype(np.int64), in_size - 1)
+    w1 = np.clip(source - i0, 0.0, 1.0)
+    i1 = np.where(i0 < in_size - 1, i0 + 1, i0)
+    return i0, i1, 1.0 - w1, w1
+
+
+def _as_size(size: Union[int, Sequence[int]]) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        height = width = int(size)
+    else:
+        height, width = (int(v) for v in size)
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive, got {size!r}")
+    return height, width
+
+
+def preprocess_image(image: np.ndarray, size: Union[int, Sequence[int]] = INPUT_SIZE) -> np.ndarray:
+    """One image -> the network input of the test protocol.
+
+    Args:
+        image: ``H x W x 3`` RGB, uint8 (0-255) or float (0-1).
+        size: side (or ``(height, width)``) of the network input.
+
+    Returns:
+        float32 ``3 x size x size``, ImageNet-normalized; equal to
+        ``protocol.preprocess(image, size)[0]`` for uint8 images.
+    """
+    out_h, out_w = _as_size(size)
+    height, width = image.shape[:2]
+    y0, y1, hy0, hy1 = _linear_axis(height, out_h)
+    x0, x1, wx0, wx1 = _linear_axis(width, out_w)
+    scale_255 = image.dtype == np.uint8
+
+    def across(rows: np.ndarray) -> np.ndarray:
+        a = rows[:, x0].astype(np.float64)
+        b = rows[:, x1].astype(np.float64)
+        if scale_255:
+            a /= 255.0
+            b /= 255.0
+        return wx0[None, :, None] * a + wx1[None, :, None] * b
+
+    resized = hy0[:, None, None] * across(image[y0]) + hy1[:, None, None] * across(image[y1])
+    normalized = (resized - _MEAN) / _STD
+    return np.ascontiguousarray(normalized.transpose(2, 0, 1), dtype=np.float32)
+
+
+def postprocess_logits(logits: np.ndarray, height: int, width: int, *, dtype: Any = np.uint8,
+                       threshold: Optional[float] = None) -> np.ndarray:
+    """Logits ``h x w`` of one image -> its ``height x width`` saliency map.
+
+    Args:
+        logits: ``h x w`` (any float dtype).
+        height, width: the image's size.
+        dtype: ``np.uint8`` gives ``round(255 * p)`` (as ``protocol.postprocess``); a float dtype
+            gives ``p`` in [0, 1].
+        threshold: if given, the map is binarized at ``p >= threshold`` (0/255 or 0.0/1.0).
+    """
+    dtype = np.dtype(dtype)
+    prob = torch.sigmoid(torch.as_tensor(np.asarray(logits), dtype=torch.float64)).numpy()
+    in_h, in_w = prob.shape
+    y0, y1, hy0, hy1 = _linear_axis(in_h, height)
+    x0, x1, wx0, wx1 = _linear_axis(in_w, width)
+    across = wx0[None, :] * prob[:, x0] + wx1[None, :] * prob[:, x1]  # in_h x width
+    out = np.empty((height, width), dtype=dtype)
+    step = max(1, _ROW_BLOCK_VALUES // max(width, 1))
+    top = 255.0 if dtype == np.uint8 else 1.0
+    for start in range(0, height, step):
+        rows = slice(start, min(height, start + step))
+        block = hy0[rows, None] * across[y0[rows]] + hy1[rows, None] * across[y1[rows]]
+        if threshold is not None:
+            out[rows] = np.where(block >= threshold, top, 0.0)
+        elif dtype == np.uint8:
+            out[rows] = np.clip(np.rint(block * 255.0), 0, 255)
+        else:
+            out[rows] = block
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Models and backends.
+
+def resolve_model(model: ModelSource) -> tuple[Union[nn.Module, str], str]:
+    """``(module or path of an .onnx file, display name)`` for what a user passed as ``model``.
+
+    ``None`` is the bundled :data:`~csnet.models.DEFAULT_MODEL`; a string is an ``.onnx`` file, a
+    ``.safetensors`` model file or a registered name with bundled weights. A registered name without
+    bundled weights is an error (random weights make meaningless masks): create the module yourself
+    (``csnet.create_model(name)``) if that is what you want.
+
+    Raises:
+        csnet.models.ModelFileError: the file or name cannot be used (one-line message).
+    """
+    from csnet.models import DEFAULT_MODEL, ModelFileError, load_model
+    from csnet.models.weights import PRETRAINED
+
+    if isinstance(model, nn.Module):
+        config = getattr(model, "config", None)
+        return model, str(getattr(config, "name", "") or type(model).__name__)
+    if model is None:
+        if DEFAULT_MODEL not in PRETRAINED:
+            raise ModelFileError(
+                f"the bundled model {DEFAULT_MODEL!r} is not in this csnet build yet; pass a model "
+                "file (model='model.safetensors' / --model FILE) or a .onnx export")
+        return load_model(DEFAULT_MODEL), DEFAULT_MODEL
+    spec = os.fspath(model)
+    if spec.lower().endswith(".onnx"):
+        if not os.path.isfile(spec):
+            raise ModelFileError(f"{spec}: no such file")
+        return spec, os.path.basename(spec)
+    module = load_model(spec)
+    name = os.path.basename(spec) if os.path.isfile(spec) else spec
+    return module, name
+
+
+def choose_backend(requested: str, device: str, onnx_file: bool) -> str:
+    """The backend ``"auto"`` stands for, or a check that ``requested`` fits.
+
+    ``auto``: an ``.onnx`` model runs on ONNX Runtime; otherwise CUDA runs PyTorch and the CPU runs
+    ONNX Runtime when it is installed (about twice PyTorch eager's speed there), else PyTorch.
+    """
+    requested = (requested or "auto").lower()
+    if requested == "auto":
+        from csnet.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        if onnx_file:
+            return "onnxruntime"
+        if device == "cpu" and OnnxRuntimeBackend.available():
+            return "onnxruntime"
+        return "torch"
+    backend_class(requested)  # unknown names raise here
+    if onnx_file and requested != "onnxruntime":
+        raise BackendError(f"an .onnx model runs on the onnxruntime backend, not {requested!r}")
+    return requested
+
+
+@dataclass
+class _Loaded:
+    array: np.ndarray  # H x W x 3, uint8 or float32 in [0, 1]
+    kind: str  # "pil" (give PIL back), "uint8" or "float" (give arrays back)
+
+
+class Predictor:
+    """Saliency masks and cutouts with one loaded model.
+
+    Args:
+        model: ``None`` (the bundled model), a registered name with bundled weights, a
+            ``.safetensors`` model file, an ``.onnx`` export, or an ``nn.Module`` (e.g.
+            ``csnet.create_model("csnet_l_x1")`` with your own weights).
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        size: network input side (or ``(height, width)``); 224 is the training and test resolution.
+        backend: ``"auto"``, ``"torch"`` or ``"onnxruntime"`` (see :func:`choose_backend`).
+        batch_size: images per forward pass when given a list.
+        threads: intra-op threads of the ONNX Runtime backend (``None``: one per core).
+        cache_dir: where ONNX exports of ``.safetensors``/module models are kept (``None``: the
+            user cache, ``$CSNET_CACHE`` or ``~/.cache/csnet``; ``False``: export in memory each time).
+        max_pixels: images above this many pixels are refused (decompression bombs).
+
+    Raises:
+        csnet.models.ModelFileError: ``model`` cannot be loaded.
+        csnet.infer.backends.BackendError: the backend or device is not available.
+    """
+
+    def __init__(self, model: ModelSource = None, *, device: str = "auto", size: Union[int, Sequence[int]] = INPUT_SIZE,
+                 backend: str = "auto", batch_size: int = 8, threads: Optional[int] = None,
+                 cache_dir: Union[str, os.PathLike, None, bool] = None,
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.size = _as_size(size)
+        self.batch_size = int(batch_size)
+        self.max_pixels = max_pixels
+        self.device = resolve_device(device)
+        source, self.name = resolve_model(model)
+        onnx_file = isinstance(source, str)
+        self.backend_name = choose_backend(backend, self.device, onnx_file)
+        self.module: Optional[nn.Module] = None if onnx_file else source  # type: ignore[assignment]
+        try:
+            self.backend: Backend = self._make_backend(source, threads, cache_dir)
+        except Exception as error:  # noqa: BLE001 - auto may fall back; an explicit choice may not
+            if (backend or "auto").lower() != "auto" or onnx_file or self.backend_name == "torch":
+                raise
+            log.warning("ONNX Runtime backend unavailable for %s (%s); using PyTorch", self.name,
+                        " ".join(str(error).split())[:200])
+            self.backend_name = "torch"
+            self.backend = self._make_backend(source, threads, cache_dir)
+        self._lock = threading.Lock()
+        log.debug("predictor %s on %s/%s at %s", self.name, self.backend_name, self.device, self.size)
+
+    def _make_backend(self, source: Union[nn.Module, str], threads: Optional[int],
+                      cache_dir: Union[str, os.PathLike, None, bool]) -> Backend:
+        cls = backend_class(self.backend_name)
+        if self.backend_name == "torch":
+            return cls(source, device=self.device)
+        if not cls.available():
+            raise BackendError("the onnxruntime backend needs onnxruntime: pip install 'csnet[onnx]'")
+        if isinstance(source, str):
+            return cls(source, device=self.device, threads=threads)
+        if cache_dir is None or cache_dir is True:
+            from csnet.infer.backends.onnxruntime_backend import default_cache_dir
+
+            cache_dir = default_cache_dir()
+        return cls.from_module(source, device=self.device, threads=threads,
+                               cache_dir=None if cache_dir is False else cache_dir)
+
+    # -- the three stages (also used by the CLI's pipeline and the service's micro-batcher) -----
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        """``H x W x 3`` uint8 / float image -> ``3 x S x S`` float32 network input."""
+        return preprocess_image(image, self.size)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """``B x 3 x S x S`` inputs -> ``B x S x S`` float32 logits (one backend call; thread-safe)."""
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(f"infer expects B x 3 x H x W, got {batch.shape}")
+        with self._lock:
+            logits = self.backend(batch)
+        return np.asarray(logits, dtype=np.float32).reshape(batch.shape[0], *batch.shape[2:])
+
+    def postprocess(self, logits: np.ndarray, height: int, width: int, *, dtype: Any = np.uint8,
+                    threshold: Optional[float] = None) -> np.ndarray:
+        """Logits ``S x S`` -> ``height x width`` map (see :func:`postprocess_logits`)."""
+        return postprocess_logits(logits, height, width, dtype=dtype, threshold=threshold)
+
+    # -- the user-facing API ---------------------------------------------------------------------
+
+    def load(self, x: ImageInput) -> np.ndarray:
+        """What the predictor sees of ``x``: ``H x W x 3`` uint8 RGB (float32 for float arrays).
+
+        Paths and bytes are decoded with their EXIF orientation applied; PIL images and arrays are
+        taken as they are (their pixel grid is the one the mask must fit).
+        """
+        return self._load(x).array
+
+    def predict(self, x: Union[ImageInput, Sequence[ImageInput]], *, threshold: Optional[float] = None):
+        """Saliency mask(s) at each image's own size.
+
+        Args:
+            x: a path, encoded bytes, a PIL image, an ``H x W [x 3|4]`` array (uint8, or float in
+                [0, 1]), or a list/tuple of those (run in batches of ``batch_size``).
+            threshold: binarize at this probability (masks become 0/255, or 0/1 for float).
+
+        Returns:
+            The same kind as given: PIL ``"L"`` image for paths, bytes and PIL images; ``H x W``
+            uint8 for uint8 arrays; ``H x W`` float32 in [0, 1] for float arrays; a list for a list.
+
+        Raises:
+            csnet.io.images.ImageLoadError: a path or bytes that cannot be decoded.
+            TypeError, ValueError: an input of an unsupported type, dtype or shape.
+        """
+        return self._run(x, "mask", threshold)
+
+    def cutout(self, x: Union[ImageInput, Sequence[ImageInput]], *, threshold: Optional[float] = None):
+        """The image with the saliency mask as alpha: PIL ``"RGBA"``, or ``H x W x 4`` arrays
+        (uint8, or float32 for float input); a list for a list."""
+        return self._run(x, "cutout", threshold)
+
+    def describe(self) -> dict[str, Any]:
+        """Name, backend, device, input size and parameter count (for logs and ``/v1/models``)."""
+        params = None if self.module is None else sum(p.numel() for p in self.module.parameters())
+        return {"name": self.name, "backend": self.backend_name, "device": self.device,
+                "input_size": list(self.size), "params": params}
+
+    def __repr__(self) -> str:
+        return (f"Predictor(model={self.name!r}, backend={self.backend_name!r}, device={self.device!r}, "
+                f"size={self.size})")
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _run(self, x, output: str, threshold: Optional[float]):
+        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        many = isinstance(x, (list, tuple))
+        items = list(x) if many else [x]
+        results = []
+        for start in range(0, len(items), self.batch_size):
+            loaded = [self._load(item) for item in items[start:start + self.batch_size]]
+            logits = self.infer(np.stack([self.preprocess(item.array) for item in loaded]))
+            for item, item_logits in zip(loaded, logits):
+                results.append(self._finish(item, item_logits, output, threshold))
+        return results if many else results[0]
+
+    def _finish(self, item: _Loaded, logits: np.ndarray, output: str, threshold: Optional[float]):
+        height, width = item.array.shape[:2]
+        as_float = item.kind == "float"
+        mask = self.postprocess(logits, height, width, dtype=np.float32 if as_float else np.uint8,
+                                threshold=threshold)
+        if output == "mask":
+            return Image.fromarray(mask, mode="L") if item.kind == "pil" else mask
+        if as_float:
+            return np.concatenate([item.array, mask[:, :, None]], axis=2)
+        rgba = _cutout(item.array, mask)
+        return Image.fromarray(rgba, mode="RGBA") if item.kind == "pil" else rgba
+
+    def _load(self, x: ImageInput) -> _Loaded:
+        if isinstance(x, np.ndarray):
+            return _Loaded(*_array_to_rgb(x))
+        if isinstance(x, Image.Image):
+            return _Loaded(load_image(x, max_pixels=self.max_pixels, exif=False), "pil")
+        if isinstance(x, (str, os.PathLike, bytes, bytearray, memoryview)):
+            return _Loaded(load_image(x, max_pixels=self.max_pixels), "pil")
+        if isinstance(x, torch.Tensor):
+            raise TypeError("Predictor takes images (path, PIL, numpy); for tensors call the model itself")
+        raise TypeError(f"cannot predict on a {type(x).__name__}: give a path, bytes, a PIL image or a numpy array")
+
+
+def _array_to_rgb(array: np.ndarray) -> tuple[np.ndarray, str]:
+    """``H x W``, ``H x W x 1|3|4`` uint8 or float -> (``H x W x 3`` uint8 / float32, kind)."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"image array must be H x W, H x W x 1, H x W x 3 or H x W x 4, got shape {array.shape}")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    elif array.shape[2] == 4:
+        array = array[:, :, :3]  # alpha is dropped, as load_image does for files
+    if array.dtype == np.uint8:
+        return array, "uint8"
+    if np.issubdtype(array.dtype, np.floating):
+        return np.clip(np.nan_to_num(array.astype(np.float32, copy=False)), 0.0, 1.0), "float"
+    raise ValueError(f"image array must be uint8 (0-255) or float (0-1), got {array.dtype}")
+
+

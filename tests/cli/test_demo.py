@@ -1,0 +1,53 @@
+"""`csnet demo`: a contact sheet from scikit-image's bundled photos, downloading nothing."""
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from csnet.cli.main import main
+from tests.infer.helpers import model_file, one_torch_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytest.importorskip("skimage")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the demo must not use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_demo_writes_a_contact_sheet(tmp_path, capsys, no_network):
+    out = tmp_path / "demo.png"
+    assert main(["demo", "-o", str(out), "--model", str(model_file()), "--backend", "torch", "--size", "64",
+                 "--images", "astronaut,coffee", "--row-height", "64"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    sheet = np.asarray(Image.open(out))
+    assert sheet.ndim == 3 and sheet.shape[2] == 3
+    assert 2 * 64 < sheet.shape[0] < 2 * 64 + 150  # two rows under a title
+    assert sheet.shape[1] > 3 * 64  # image | mask | cutout
+    assert sheet.std() > 20
+
+
+def test_demo_without_bundled_weights_says_so(tmp_path, capsys, no_network):
+    from csnet.models import DEFAULT_MODEL
+    from csnet.models.weights import PRETRAINED
+
+    if DEFAULT_MODEL in PRETRAINED:
+        pytest.skip("this build bundles weights")
+    out = tmp_path / "csnet-demo.png"
+    assert main(["demo", "-o", str(out), "--backend", "torch", "--size", "32", "--images", "chelsea",
+                 "--row-height", "32"]) == 0
+    captured = capsys.readouterr()
+    assert "random" in captured.err and "--model" in captured.err
+    assert out.exists()
+
+
+def test_demo_unknown_sample_is_one_line(capsys):
+    assert main(["demo", "--images", "unicorn", "--model", str(model_file())]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unicorn" in err

@@ -1,0 +1,193 @@
+"""`csnet predict`: inputs (files, folders, globs, stdin), outputs, modes, failures, skipping, videos."""
+import io
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from csnet.cli.main import main
+from tests.infer.helpers import SIZE, gradient_image, model_file, one_torch_thread, onnx_file, photos  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def predict(*args, model=None):
+    """Run `csnet predict` in-process with the test model on the torch backend at the fast size."""
+    return main(["predict", *map(str, args), "--model", str(model or model_file()), "--backend",
+                 "torch" if model is None else "auto", "--size", str(SIZE), "-q"])
+
+
+def save(path, array, **kwargs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **kwargs)
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """in/a.png, in/sub/b.jpg (real photo), in/sub/deeper/c.webp, in/.hidden/x.png, in/notes.txt."""
+    root = tmp_path / "in"
+    save(root / "a.png", gradient_image(40, 60))
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(photos(1)[0], root / "sub" / "b.jpg")
+    save(root / "sub" / "deeper" / "c.webp", gradient_image(31, 17))
+    save(root / ".hidden" / "x.png", gradient_image(8, 8))
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_folder_keeps_relative_paths_and_sizes(tree, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert predict(tree, "-o", out, "--workers", "3") == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["a.png", "sub/b.png", "sub/deeper/c.png"]
+    for rel, source in [("a.png", "a.png"), ("sub/b.png", "sub/b.jpg"), ("sub/deeper/c.png", "sub/deeper/c.webp")]:
+        mask = Image.open(out / rel)
+        assert mask.mode == "L" and mask.size == Image.open(tree / source).size
+    assert np.asarray(Image.open(out / "sub/b.png")).std() > 5
+
+
+def test_bad_file_is_one_line_and_the_others_continue(tree, tmp_path, capsys):
+    (tree / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = tmp_path / "out"
+    assert main(["predict", str(tree), "-o", str(out), "--model", str(model_file()), "--backend", "torch",
+                 "--size", str(SIZE)]) == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "broken.jpg" in errors[0]
+    assert (out / "a.png").exists() and (out / "sub" / "b.png").exists() and not (out / "broken.png").exists()
+    assert "3 done, 1 failed" in captured.out and "images/s" in captured.out
+
+
+def test_globs_files_and_single_file_output(tree, tmp_path):
+    out = tmp_path / "globbed"
+    assert predict(str(tree / "**" / "*.webp"), "-o", out) == 0
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*.png")] == ["sub/deeper/c.png"]
+    assert predict(tree / "a.png", "-o", tmp_path / "single" / "mask.png") == 0
+    assert Image.open(tmp_path / "single" / "mask.png").size == (60, 40)
+    assert predict(tree / "a.png", tree / "sub" / "b.jpg", "-o", tmp_path / "two") == 0
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["a.png", "b.png"]
+
+
+def test_stdin_to_stdout(tree, monkeypatch, capsysbinary):
+    data = (tree / "sub" / "b.jpg").read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert predict("-", "--cutout") == 0
+    cutout = Image.open(io.BytesIO(capsysbinary.readouterr().out))
+    assert cutout.mode == "RGBA" and cutout.size == Image.open(tree / "sub" / "b.jpg").size
+
+
+def test_modes(tree, tmp_path):
+    image = np.asarray(Image.open(tree / "a.png"))
+    assert predict(tree / "a.png", "-o", tmp_path / "mask.png") == 0
+    mask = np.asarray(Image.open(tmp_path / "mask.png"))
+    assert predict(tree / "a.png", "-o", tmp_path / "cut", "--cutout") == 0
+    cutout = np.asarray(Image.open(tmp_path / "cut" / "a.png"))
+    assert cutout.shape == (40, 60, 4) and np.array_equal(cutout[:, :, 3], mask)
+    assert np.array_equal(cutout[:, :, :3], image)
+    assert predict(tree / "a.png", "-o", tmp_path / "bg", "--background", "#00ff00") == 0
+    background = np.asarray(Image.open(tmp_path / "bg" / "a.png"))
+    assert background.shape == (40, 60, 3)
+    clear = mask == 0
+    if clear.any():
+        assert np.all(background[clear] == [0, 255, 0])
+    assert predict(tree / "a.png", "-o", tmp_path / "bgimg", "--background", tree / "sub" / "b.jpg") == 0
+    assert Image.open(tmp_path / "bgimg" / "a.png").size == (60, 40)
+    assert predict(tree / "a.png", "-o", tmp_path / "ov", "--overlay") == 0
+    assert np.asarray(Image.open(tmp_path / "ov" / "a.png")).shape == (40, 60, 3)
+    assert predict(tree / "a.png", "-o", tmp_path / "bin.png", "--threshold", "0.5") == 0
+    assert set(np.unique(np.asarray(Image.open(tmp_path / "bin.png")))) <= {0, 255}
+
+
+def test_image_kinds(tmp_path):
+    folder = tmp_path / "kinds"
+    rgb = gradient_image(48, 64)
+    for mode in ("L", "RGBA", "P", "1"):
+        save(folder / f"{mode}.png", np.asarray(Image.fromarray(rgb).convert(mode)))
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
+    save(folder / "16bit.png", rgb[:, :, 0].astype(np.uint16) * 257)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # rotate 270 degrees to view
+    save(folder / "rotated.jpg", rgb, exif=exif)
+    save(folder / "tiny.png", rgb[:8, :8])
+    out = tmp_path / "out"
+    assert predict(folder, "-o", out) == 0
+    sizes = {p.stem: Image.open(p).size for p in out.iterdir()}
+    assert sizes.pop("rotated") == (48, 64) and sizes.pop("tiny") == (8, 8)
+    assert set(sizes.values()) == {(64, 48)} and len(sizes) == 6
+
+
+def test_skip_existing_and_name_collisions(tmp_path, capsys):
+    folder = tmp_path / "in"
+    save(folder / "x.png", gradient_image(20, 20))
+    save(folder / "x.jpg", gradient_image(30, 30))
+    out = tmp_path / "out"
+    assert predict(folder, "-o", out) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["x.jpg.png", "x.png.png"]
+    assert Image.open(out / "x.jpg.png").size == (30, 30) and Image.open(out / "x.png.png").size == (20, 20)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["predict", str(folder), "-o", str(out), "--model", str(model_file()), "--backend", "torch",
+                 "--skip-existing"]) == 0
+    assert "0 done, 0 failed, 2 skipped" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_onnx_model_file(tree, tmp_path):
+    pytest.importorskip("onnxruntime")
+    assert predict(tree / "a.png", "-o", tmp_path / "ort.png", model=onnx_file()) == 0
+    assert predict(tree / "a.png", "-o", tmp_path / "torch.png") == 0
+    ort_mask = np.asarray(Image.open(tmp_path / "ort.png")).astype(int)
+    assert np.abs(ort_mask - np.asarray(Image.open(tmp_path / "torch.png"))).max() <= 1
+
+
+def test_video(tmp_path):
+    pytest.importorskip("imageio_ffmpeg")
+    from tests.infer.test_video import make_clip, read_clip
+
+    (tmp_path / "clips").mkdir()
+    clip = make_clip(tmp_path / "clips" / "walk.mp4", frames=6)
+    assert predict(tmp_path / "clips", "-o", tmp_path / "out", "--batch-size", "4") == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["walk.cutout.webm", "walk.mask.mp4"]
+    assert len(read_clip(tmp_path / "out" / "walk.mask.mp4")[1]) == 6
+    assert len(read_clip(tmp_path / "out" / "walk.cutout.webm", rgba=True)[1]) == 6
+    assert clip.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nothing-here.jpg", "-o", "out"], "no such file"),
+    (["{tmp}", "-o", "{tmp}/x.png"], "names a file"),
+    (["{img}", "-o", "{tmp}/x.jpg", "--cutout"], "transparency"),
+    (["{img}", "-o", "{tmp}/o", "--threshold", "1.5"], "--threshold"),
+    (["{img}", "-o", "{tmp}/o", "--background", "not-a-colour"], "--background"),
+    (["{img}"], "-o OUT"),
+    (["{img}", "-o", "{tmp}/o", "--model", "nope"], "nope"),
+    (["-", "{img}", "-o", "{tmp}/o"], "stdin"),
+    (["{img}", "-o", "{tmp}/o", "--threads", "0"], "--threads"),
+])
+def test_user_errors_are_one_line(tmp_path, capsys, args, message):
+    image = save(tmp_path / "img.png", gradient_image(8, 8))
+    save(tmp_path / "img2.png", gradient_image(8, 8))
+    argv = [a.format(tmp=tmp_path, img=image) for a in args]
+    if "--model" not in argv:
+        argv += ["--model", str(model_file()), "--backend", "torch"]
+    assert main(["predict", *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_refuses_to_overwrite_its_input(tmp_path, capsys):
+    image = save(tmp_path / "img.png", gradient_image(8, 8))
+    assert predict(image, "-o", tmp_path) == 1
+    assert "overwrite" in capsys.readouterr().err
+    assert Image.open(image).mode == "RGB"
+
+
+def test_output_folder_inside_the_input_folder_is_not_read_back(tree):
+    out = tree / "masks"
+    assert predict(tree, "-o", out) == 0
+    assert predict(tree, "-o", out) == 0  # a second run does not take masks/*.png as inputs
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "a.png", "sub/b.png", "sub/deeper/c.png"]
