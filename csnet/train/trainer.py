@@ -1,0 +1,462 @@
+"""The training loop: BCE (+ DWD), Adam, MultiStepLR, validation, atomic checkpoints, exact resume, DDP.
+
+A run lives in one folder::
+
+    RUN_DIR/config.json        the resolved TrainConfig
+    RUN_DIR/command.txt        the command line that started it (and each resume)
+    RUN_DIR/split.json         the held-out split (with val_fraction)
+    RUN_DIR/last_state.pt      everything needed to continue (weights_only-loadable, see checkpoint.py)
+    RUN_DIR/last.safetensors   the latest model, a plain csnet model file
+    RUN_DIR/best.safetensors   the model with the best validation max F
+    RUN_DIR/metrics.csv        one row per epoch
+    RUN_DIR/tb/                TensorBoard events (when tensorboard is installed)
+
+Exact resume: the shuffle and the augmentation are functions of ``(seed, epoch, index)``, and the state file
+holds the model (BN statistics included), optimizer, scheduler, grad scaler and RNG states, so on the CPU a
+run resumed after epoch k ends bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from csnet.channels.dwd import DynamicWeightDecay
+from csnet.io.atomic import atomic_write_text
+from csnet.models import CSNet, ChannelConfig, create_model, load_model, save_model
+from csnet.train import checkpoint as ckpt
+from csnet.train.config import RUNTIME_FIELDS, ConfigError, TrainConfig
+from csnet.train.data import RunData, build_data, train_batches
+from csnet.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from csnet.train.optim import param_groups, release_init_
+
+__all__ = ["Trainer", "TrainResult", "TrainingError", "DivergedError", "train", "resume_config",
+           "validate", "CONFIG_FILE", "METRICS_FILE"]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+COMMAND_FILE = "command.txt"
+LAST_MODEL = "last.safetensors"
+BEST_MODEL = "best.safetensors"
+METRIC_COLUMNS = ("epoch", "lr", "loss", "bce", "dwd", "images_per_s", "epoch_time_s", "val_maxF", "val_MAE",
+                  "best_maxF")
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue; the message is one line for the user."""
+
+
+class DivergedError(TrainingError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run left."""
+
+    run_dir: Path
+    epochs: int
+    best: Optional[dict[str, float]] = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resume_config(run_dir: Union[str, os.PathLike], overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
+    """The config of ``run_dir`` with ``overrides``; only runtime fields (e.g. ``epochs``, ``workers``) may
+    change, anything else would make the resumed run differ from an uninterrupted one."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise TrainingError(f"{run_dir}: not a training run folder (no {CONFIG_FILE})")
+    try:
+        saved = TrainConfig.load(path)
+    except ConfigError as error:
+        raise TrainingError(str(error)) from None
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        candidate = saved.replace(**changes)
+    except (ConfigError, TypeError) as error:
+        raise TrainingError(str(error)) from None
+    changed = sorted(k for k in changes if getattr(candidate, k) != getattr(saved, k) and k not in RUNTIME_FIELDS)
+    if changed:
+        raise TrainingError(f"cannot change {', '.join(changed)} when resuming {run_dir} (only "
+                            f"{', '.join(sorted(RUNTIME_FIELDS))} may change)")
+    return candidate
+
+
+def _amp_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
+    if mode == "off":
+        return None
+    if mode == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if mode == "fp16":
+        if device.type != "cuda":
+            raise TrainingError("amp fp16 needs a CUDA device (use bf16 or off on the CPU)")
+        return torch.float16
+    return torch.bfloat16
+
+
+@torch.no_grad()
+def validate(model: nn.Module, dataset, device: torch.device, batch_size: int = 16,
+             amp_dtype: Optional[torch.dtype] = None) -> dict[str, float]:
+    """Max F and MAE of ``model`` on ``dataset`` (a non-augmented :class:`SaliencyDataset`).
+
+    The test protocol (:mod:`csnet.infer.protocol`) at the validation resolution: the image resized
+    (bilinear, no antialiasing) to the dataset's size and ImageNet-normalized (from the dataset's cache, so
+    rounded to uint8 once after resizing), the logits turned into a uint8 map by the protocol's
+    ``postprocess``, scored against the mask resized the same way (binarized at > 128 by the metrics).
+    Scoring at the original resolution is ``csnet evaluate``'s job.
+    """
+    from csnet.infer.protocol import postprocess
+    from csnet.metrics import MAE, FMeasure
+
+    was_training = model.training
+    model.eval()
+    fmeasure, mae = FMeasure(), MAE()
+    try:
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            images = torch.stack([image for image, _ in items]).to(device)
+            masks = torch.stack([mask for _, mask in items])
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = model(images)
+            logits = logits.float().cpu()
+            gts = (masks * 255.0).round().to(torch.uint8).numpy()
+            for index, gt in enumerate(gts[:, 0]):
+                pred = postprocess(logits[index], gt.shape)
+                fmeasure.step(pred, gt)
+                mae.step(pred, gt)
+    finally:
+        model.train(was_training)
+    return {"maxF": float(fmeasure.get_results()["maxF"]), "MAE": float(mae.get_results()["MAE"]),
+            "n": len(dataset)}
+
+
+class Trainer:
+    """One training run (see the module docstring for what it writes).
+
+    Args:
+        config: the recipe.
+        run_dir: the run folder; a new run refuses a folder that already holds a training state.
+        resume: continue the run in ``run_dir`` from its ``last_state.pt``.
+        command: the command line, appended to ``command.txt``.
+        show_progress: a tqdm bar on rank 0 (the CLI turns it on; library use stays quiet).
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: Union[str, os.PathLike], *, resume: bool = False,
+                 command: Optional[str] = None, show_progress: bool = False) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.command = command
+        self.show_progress = show_progress
+        self.info = DistInfo()
+        self.device = torch.device("cpu")
+        self.epoch = 0  # epochs completed
+        self.best: Optional[dict[str, float]] = None
+        self.history: list[dict[str, Any]] = []
+        self._writer = None
+
+    # -- setup ------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Join DDP (if launched by torchrun), load data, build model, optimizer and scheduler, resume."""
+        cfg = self.config
+        try:
+            self.info, self.device = init_distributed(cfg.device)
+        except RuntimeError as error:
+            raise TrainingError(str(error)) from None
+        state_path = self.run_dir / ckpt.STATE_FILE
+        if not self.resume and state_path.exists():
+            raise TrainingError(f"{self.run_dir} already holds a training run; resume it with --resume "
+                                f"{self.run_dir} or choose another output folder")
+        if cfg.sync_bn and self.device.type != "cuda":
+            raise TrainingError("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
+        if cfg.gpu_augment and self.device.type != "cuda":
+            logger.warning("--gpu-augment ignored: the device is %s", self.device)
+        self.amp_dtype = _amp_dtype(cfg.amp, self.device)
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._write_run_files()
+        barrier(self.info)
+
+        state = ckpt.load_state(state_path) if self.resume else None
+        self.data: RunData = build_data(cfg, self.run_dir, self.info, self.device, write_split=not self.resume)
+        if len(self.data.train) < 2:
+            raise TrainingError("need at least 2 training images")
+        self._build_model(state)
+        self._build_optimizer()
+        if state is not None:
+            self._load_state(state)
+        self.batches = train_batches(self.data, cfg.batch_size, self.device)
+        if self.info.is_main and cfg.tensorboard:
+            self._open_tensorboard()
+
+    def _write_run_files(self) -> None:
+        atomic_write_text(self.run_dir / CONFIG_FILE, self.config.to_json())
+        if self.command:
+            previous = (self.run_dir / COMMAND_FILE).read_text() if (self.run_dir / COMMAND_FILE).exists() else ""
+            atomic_write_text(self.run_dir / COMMAND_FILE, previous + self.command + "\n")
+
+    def _build_model(self, state: Optional[dict[str, Any]]) -> None:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        if state is not None:
+            model: CSNet = CSNet(ChannelConfig.from_json(state["model_config"]))
+        elif cfg.init:
+            try:
+                model = load_model(cfg.init)
+            except (ValueError, OSError) as error:
+                raise TrainingError(str(error)) from None
+            logger.info("fine-tuning %s (%s, %d parameters)", cfg.init, model.config.name,
+                        sum(p.numel() for p in model.parameters()))
+        else:
+            try:
+                model = create_model(cfg.model)
+            except (KeyError, ValueError) as error:
+                raise TrainingError(f"model {cfg.model!r}: {error}") from None
+            if cfg.release_param_scaling:
+                release_init_(model)
+        model.train().to(self.device)
+        if cfg.sync_bn and self.info.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.dwd = (DynamicWeightDecay(model, cfg.dwd_strength, scale_weights=cfg.dwd_scale_weights)
+                    if cfg.weight_decay_mode == "dwd" else None)
+        if self.info.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp: nn.Module = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        else:
+            self.ddp = model
+
+    def _build_optimizer(self) -> None:
+        cfg = self.config
+        decay = 0.0 if cfg.weight_decay_mode == "none" else cfg.weight_decay
+        groups = param_groups(self.model, lr=cfg.lr, weight_decay=decay, eps=cfg.eps,
+                              no_decay=self.dwd.decayed_parameters() if self.dwd else (),
+                              release_scaling=cfg.release_param_scaling)
+        # The optimizer holds exactly this model's parameters (the release's fine-tune step did not).
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(cfg.milestones), cfg.lr_gamma)
+        self.scaler = torch.amp.GradScaler(self.device.type if self.device.type == "cuda" else "cpu",
+                                           enabled=self.amp_dtype == torch.float16)
+        for group in groups:
+            logger.debug("param group %s: %d tensors, lr %g, weight decay %g, eps %g", group["name"],
+                         len(group["params"]), group["lr"], group["weight_decay"], group["eps"])
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        ckpt.load_scheduler_state(self.scheduler, state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        self.epoch = int(state["epoch"])
+        self.best = state.get("best") or None
+        self.history = [dict(row) for row in state.get("history", [])]
+        logger.info("resuming %s after epoch %d of %d", self.run_dir, self.epoch, self.config.epochs)
+        if self.info.is_main:
+            self._truncate_metrics()
+
+    def _open_tensorboard(self) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            logger.info("tensorboard is not installed (pip install 'csnet[train]'): metrics go to %s only",
+                        METRICS_FILE)
+            return
+        self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.epoch + 1)
+
+    # -- loop -------------------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        """Train until ``config.epochs`` (from the resumed epoch), validating and checkpointing."""
+        cfg = self.config
+        try:
+            while self.epoch < cfg.epochs:
+                epoch = self.epoch + 1
+                stats = self._train_epoch(epoch)
+                self.scheduler.step()
+                row = {"epoch": epoch, **stats}
+                if self.info.is_main:
+                    if self.data.val is not None and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
+                        scores = validate(self.model, self.data.val, self.device, cfg.batch_size, self.amp_dtype)
+                        row["val_maxF"], row["val_MAE"] = scores["maxF"], scores["MAE"]
+                        if self.best is None or scores["maxF"] > self.best["maxF"]:
+                            self.best = {"epoch": epoch, "maxF": scores["maxF"], "MAE": scores["MAE"]}
+                            self._save_model(BEST_MODEL, epoch, row)
+                    row["best_maxF"] = self.best["maxF"] if self.best else None
+                self.epoch = epoch
+                self.history.append(row)
+                if self.info.is_main:
+                    self._checkpoint(row)
+                    self._log_epoch(row)
+                barrier(self.info)
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        return TrainResult(self.run_dir, self.epoch, self.best, self.history)
+
+    def _current_lr(self) -> float:
+        for group in self.optimizer.param_groups:
+            if group.get("name") != "x100":
+                return float(group["lr"])
+        return float(self.optimizer.param_groups[0]["lr"]) / 100.0
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg = self.config
+        self.ddp.train()
+        self.data.sampler.set_epoch(epoch)
+        self.data.train.set_epoch(epoch)
+        lr = self._current_lr()
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, bce, dwd
+        seen = checked_steps = 0
+        steps = len(self.batches)
+        bar = None
+        if self.show_progress and self.info.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", dynamic_ncols=True,
+                       leave=False)
+        start = time.perf_counter()
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                  enabled=self.amp_dtype is not None)
+        try:
+            for step, (images, masks) in enumerate(self.batches, start=1):
+                images = images.to(self.device, non_blocking=True)
+                masks = masks.to(self.device, non_blocking=True)
+                with autocast:
+                    logits = self.ddp(images)
+                bce = F.binary_cross_entropy_with_logits(logits.float(), masks.float())
+                reg = self.dwd.penalty() if self.dwd is not None else bce.new_zeros(())
+                loss = bce + reg
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if cfg.grad_clip is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                sums += torch.stack([loss.detach(), bce.detach(), reg.detach()]).double()
+                seen += images.shape[0]
+                if step % cfg.log_every == 0 or step == steps:
+                    # One host sync every log_every steps, and a collective so all ranks stop together.
+                    totals = all_reduce_sum(sums.clone(), self.info) / self.info.world_size
+                    mean_loss = float(totals[0]) / step
+                    if not math.isfinite(mean_loss):
+                        raise DivergedError(self._diverged_message(epoch, step, mean_loss))
+                    checked_steps = step
+                    if bar is not None:
+                        rate = seen * self.info.world_size / max(time.perf_counter() - start, 1e-9)
+                        bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.1e}", img_s=f"{rate:.1f}", refresh=False)
+                        bar.update(step - bar.n)
+        finally:
+            if bar is not None:
+                bar.close()
+        elapsed = time.perf_counter() - start
+        totals = all_reduce_sum(sums.clone(), self.info) / self.info.world_size
+        steps = max(checked_steps, 1)
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise DivergedError(self._diverged_message(epoch, steps, float("nan"), "weights"))
+        images_total = seen * self.info.world_size
+        return {"lr": lr, "loss": float(totals[0]) / steps, "bce": float(totals[1]) / steps,
+                "dwd": float(totals[2]) / steps, "images_per_s": images_total / max(elapsed, 1e-9),
+                "epoch_time_s": elapsed}
+
+    def _diverged_message(self, epoch: int, step: int, value: float, what: str = "loss") -> str:
+        kept = (f"the last good checkpoint {self.run_dir / ckpt.STATE_FILE} (epoch {self.epoch}) is kept"
+                if self.epoch else "no checkpoint was written")
+        return (f"training diverged: the {what} became {value} at epoch {epoch}, step {step} "
+                f"(lower --lr or try --amp off); {kept}")
+
+    # -- outputs ----------------------------------------------------------------------------------------
+    def _save_model(self, name: str, epoch: int, row: dict[str, Any]) -> None:
+        meta = {"trained_epochs": str(epoch), "train_config": self.config.to_json()}
+        if row.get("val_maxF") is not None:
+            meta["val_maxF"] = f"{row['val_maxF']:.6f}"
+            meta["val_MAE"] = f"{row['val_MAE']:.6f}"
+        save_model(self.model, self.run_dir / name, metadata=meta)
+
+    def _checkpoint(self, row: dict[str, Any]) -> None:
+        state = {
+            "epoch": self.epoch,
+            "model_config": self.model.config.to_json(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": ckpt.scheduler_state(self.scheduler),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "rng": ckpt.rng_state(),
+            "best": self.best or {},
+            "history": [{k: v for k, v in r.items() if v is not None} for r in self.history],
+            "config": self.config.to_json(),
+        }
+        ckpt.save_state(self.run_dir / ckpt.STATE_FILE, state)
+        self._save_model(LAST_MODEL, self.epoch, row)
+        self._append_metrics(row)
+
+    def _append_metrics(self, row: dict[str, Any]) -> None:
+        path = self.run_dir / METRICS_FILE
+        text = path.read_text() if path.exists() else ""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        if not text:
+            writer.writeheader()
+        writer.writerow({k: ("" if row.get(k) is None else (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]))
+                         for k in METRIC_COLUMNS})
+        atomic_write_text(path, text + buffer.getvalue())
+
+    def _truncate_metrics(self) -> None:
+        """Drop rows of epochs after the resumed checkpoint (written before a crash)."""
+        path = self.run_dir / METRICS_FILE
+        if not path.exists():
+            return
+        rows = list(csv.DictReader(path.read_text().splitlines()))
+        kept = [r for r in rows if r.get("epoch", "").isdigit() and int(r["epoch"]) <= self.epoch]
+        if len(kept) != len(rows):
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(kept)
+            atomic_write_text(path, buffer.getvalue())
+
+    def _log_epoch(self, row: dict[str, Any]) -> None:
+        val = (f" | val maxF {row['val_maxF']:.4f} MAE {row['val_MAE']:.4f} (best {row['best_maxF']:.4f})"
+               if row.get("val_maxF") is not None else "")
+        logger.info("epoch %d/%d loss %.4f (bce %.4f, dwd %.4f) lr %.2e %.1f img/s%s", row["epoch"],
+                    self.config.epochs, row["loss"], row["bce"], row["dwd"], row["lr"], row["images_per_s"], val)
+        if self._writer is not None:
+            for key in ("loss", "bce", "dwd", "lr", "images_per_s", "val_maxF", "val_MAE"):
+                if row.get(key) is not None:
+                    self._writer.add_scalar(f"{'val' if key.startswith('val') else 'train'}/{key.removeprefix('val_')}",
+                                            row[key], row["epoch"])
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        shutdown(self.info)
+
+
+def train(config: TrainConfig, run_dir: Union[str, os.PathLike], *, resume: bool = False,
+          command: Optional[str] = None, show_progress: bool = False) -> TrainResult:
+    """Run (or resume) a training run to completion; see :class:`Trainer`."""
+    trainer = Trainer(config, run_dir, resume=resume, command=command, show_progress=show_progress)
+    try:
+        trainer.setup()
+        return trainer.fit()
+    finally:
+        trainer.close()
