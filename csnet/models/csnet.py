@@ -113,7 +113,11 @@ class CSNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal convs, unit BN weights, zero biases; PReLU keeps its 0.25 slope."""
+        """Kaiming-normal convs, unit BN weights, zero biases; PReLU keeps its 0.25 slope.
+
+        The head gets a small normal init: fan-out Kaiming on a 1-channel conv would start training from
+        logits with a std near 10 and a BCE of ~3.
+        """
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -122,6 +126,7 @@ class CSNet(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        nn.init.normal_(self.head.weight, std=0.01)
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4:
