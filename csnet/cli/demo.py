@@ -1,21 +1,17 @@
 """``csnet demo``: the bundled model on the sample photos that ship with scikit-image -> a contact sheet PNG.
 
-Downloads nothing. Until this build bundles trained weights (``csnet_default``), the demo runs a
-randomly initialized ``csnet_l_x2`` and says so: the sheet then shows the pipeline, not real masks;
-pass ``--model FILE`` to use a trained model.
+Downloads nothing: the photos and the model (``csnet.models.DEFAULT_MODEL``) both ship inside installed
+packages. ``--model FILE`` shows another model on the same photos.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from csnet.cli.main import CLIError
 from csnet.cli.predict import add_model_arguments, make_predictor
 
 log = logging.getLogger(__name__)
-
-FALLBACK_MODEL = "csnet_l_x2"
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +28,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from csnet.infer.demo import contact_sheet, sample_images
     from csnet.io.images import save_png
-    from csnet.models import DEFAULT_MODEL
-    from csnet.models.weights import PRETRAINED
 
     if args.row_height < 16:
         raise CLIError(f"--row-height must be at least 16, got {args.row_height}")
@@ -42,15 +36,7 @@ def run(args: argparse.Namespace) -> int:
         samples = sample_images(names)
     except (ImportError, KeyError, FileNotFoundError) as error:
         raise CLIError(str(error).strip("'\"")) from None
-    if args.model is None and DEFAULT_MODEL not in PRETRAINED:
-        from csnet.models import create_model
-
-        print(f"csnet demo: note: this build has no bundled weights yet; using a randomly initialized "
-              f"{FALLBACK_MODEL} (masks are meaningless). Pass --model FILE for a trained model.", file=sys.stderr)
-        predictor = make_predictor(args, model=create_model(FALLBACK_MODEL))
-        predictor.name = f"{FALLBACK_MODEL} (random weights)"
-    else:
-        predictor = make_predictor(args)
+    predictor = make_predictor(args)
     sheet = contact_sheet(predictor, samples, row_height=args.row_height)
     try:
         save_png(args.output, sheet)

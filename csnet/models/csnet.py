@@ -201,8 +201,14 @@ def csnet_l_x2() -> CSNet:
     return CSNet(learned_config("csnet_l_x2"))
 
 
+@register_model
+def csnet_pascal() -> CSNet:
+    """CSNet trained by this project (x2 -> DWD -> pruned -> fine-tuned on PASCAL-S + HumanSeg), 215,919 params."""
+    return CSNet(learned_config("csnet_pascal"))
+
+
 def learned_config(name: str) -> ChannelConfig:
-    """A learned ("-L") ChannelConfig shipped as JSON data in ``csnet/models/configs/``."""
+    """A ChannelConfig shipped as JSON data in ``csnet/models/configs/`` (learned or pruned widths)."""
     from importlib import resources
 
     text = resources.files("csnet.models").joinpath("configs", f"{name}.json").read_text()

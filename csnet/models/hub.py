@@ -22,7 +22,7 @@ from csnet.models.weights import PRETRAINED, pretrained_path
 __all__ = ["create_model", "load_model", "save_model", "read_metadata", "ModelFileError", "DEFAULT_MODEL"]
 
 FORMAT_VERSION = "1"
-DEFAULT_MODEL = "csnet_default"
+DEFAULT_MODEL = "csnet_pascal"
 """The model ``csnet predict`` and ``load_model()`` use when none is named: the weights trained here."""
 
 

@@ -33,18 +33,14 @@ def test_demo_writes_a_contact_sheet(tmp_path, capsys, no_network):
     assert sheet.std() > 20
 
 
-def test_demo_without_bundled_weights_says_so(tmp_path, capsys, no_network):
+def test_demo_default_runs_the_bundled_model_offline(tmp_path, capsys, no_network):
     from csnet.models import DEFAULT_MODEL
-    from csnet.models.weights import PRETRAINED
 
-    if DEFAULT_MODEL in PRETRAINED:
-        pytest.skip("this build bundles weights")
     out = tmp_path / "csnet-demo.png"
-    assert main(["demo", "-o", str(out), "--backend", "torch", "--size", "32", "--images", "chelsea",
+    assert main(["demo", "-o", str(out), "--backend", "torch", "--size", "64", "--images", "chelsea",
                  "--row-height", "32"]) == 0
-    captured = capsys.readouterr()
-    assert "random" in captured.err and "--model" in captured.err
-    assert out.exists()
+    assert f"model {DEFAULT_MODEL}" in capsys.readouterr().out
+    assert np.asarray(Image.open(out)).std() > 20
 
 
 def test_demo_unknown_sample_is_one_line(capsys):
