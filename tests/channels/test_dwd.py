@@ -10,6 +10,9 @@ from csnet.channels import DecayTarget, DynamicWeightDecay, batchnorm_targets, c
 from csnet.models import ILBlock, create_model
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 def _randomize_bns(model: nn.Module, seed: int = 0) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -177,10 +180,3 @@ def test_works_through_a_wrapper() -> None:
     assert dwd.penalty() > 0 and len(dwd) == len(csnet_targets(model))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: the CPU is shared, and 2-thread OpenMP on busy cores is much slower for tiny models."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

@@ -23,13 +23,7 @@ from csnet.train.optim import param_groups, release_scaled_convs
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: the CPU is shared, and 2-thread OpenMP on busy cores is much slower for tiny models."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(data: Path, **changes) -> TrainConfig:
