@@ -1,0 +1,182 @@
+"""Model speed: several backends side by side, per batch size: latency, throughput, GFLOP/s, peak memory.
+
+:func:`benchmark_model` returns plain dict rows (JSON-ready, see :data:`ROW_KEYS`); ``csnet benchmark`` prints
+and saves them. Every backend is also checked against the eager model on one batch (``max_abs_diff`` on the
+logits), so a fast number never hides a wrong answer.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from csnet.bench.runners import BackendUnavailable, build_runner
+from csnet.bench.timing import PeakMemory, load_average, measure
+
+__all__ = ["BenchConfig", "benchmark_model", "environment", "ROW_KEYS"]
+
+logger = logging.getLogger(__name__)
+
+ROW_KEYS = ("model", "backend", "device", "dtype", "batch_size", "height", "width", "threads", "channels_last",
+            "include_preprocess", "min_ms", "median_ms", "max_ms", "mean_ms", "repeat", "warmup", "images_per_s",
+            "params", "macs_per_image", "gflops_per_s", "peak_mem_mb", "peak_mem_kind", "setup_s", "first_call_s",
+            "max_abs_diff", "load_before", "load_after", "notes")
+"""Keys of every row (``images_per_s`` = batch / median; ``gflops_per_s`` = 2 x MACs x batch / median)."""
+
+
+@dataclass
+class BenchConfig:
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_sizes: Sequence[int] = (1,)
+    height: int = 224
+    width: int = 224
+    threads: Optional[int] = 2
+    warmup: int = 10
+    repeat: int = 50
+    max_seconds: Optional[float] = 20.0
+    include_preprocess: bool = False
+    channels_last: Optional[bool] = None
+    compile_mode: Optional[str] = None
+    check: bool = True
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine facts to store next to the figures."""
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        info["onnxruntime"] = None
+    if torch.cuda.is_available():
+        info["cuda"] = torch.version.cuda
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def benchmark_model(model: torch.nn.Module, name: str, backends: Sequence[str], config: BenchConfig,
+                    on_row: Optional[Callable[[dict[str, Any]], None]] = None) -> list[dict[str, Any]]:
+    """Measure ``model`` (a CSNet, any weights) with every backend and batch size of ``config``.
+
+    Backends that cannot run here are skipped with a warning (a row with ``notes`` = the reason and no
+    timings). ``on_row`` is called with each row as soon as it is measured.
+    """
+    from csnet.models.summary import count_macs
+
+    if config.dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}")
+    dtype = _DTYPES[config.dtype]
+    device = torch.device(config.device)
+    if config.threads is not None and device.type == "cpu":
+        torch.set_num_threads(config.threads)
+    threads = torch.get_num_threads()
+    model = model.eval()
+    params = sum(p.numel() for p in model.parameters())
+    macs = count_macs(model, (config.height, config.width))
+    reference: dict[int, torch.Tensor] = {}
+    rows: list[dict[str, Any]] = []
+    for backend in backends:
+        base = {"model": name, "backend": backend, "device": str(device), "dtype": config.dtype,
+                "height": config.height, "width": config.width, "threads": threads, "params": params,
+                "macs_per_image": macs}
+        try:
+            runner = build_runner(backend, model, device, dtype, channels_last=config.channels_last,
+                                  threads=threads, include_preprocess=config.include_preprocess,
+                                  compile_mode=config.compile_mode)
+        except BackendUnavailable as error:
+            logger.warning("%s: skipped (%s)", backend, error)
+            row = {**base, "batch_size": None, "notes": f"skipped: {error}"}
+            rows.append(row)
+            if on_row:
+                on_row(row)
+            continue
+        for batch in config.batch_sizes:
+            inputs = runner.make_input(batch, config.height, config.width)
+            load_before = load_average()
+            with torch.inference_mode(), PeakMemory(device) as memory:
+                first = runner.run(inputs)
+                timing = measure(lambda: runner.run(inputs), warmup=config.warmup, repeat=config.repeat,
+                                 max_seconds=config.max_seconds, device=device)
+            diff = None
+            if config.check:
+                diff = _check(model, runner, inputs, first, reference)
+            median = timing.median_ms
+            row = {
+                **base,
+                "batch_size": batch,
+                "channels_last": runner.channels_last,
+                "include_preprocess": runner.include_preprocess,
+                **timing.summary(),
+                "images_per_s": batch / (median / 1e3),
+                "gflops_per_s": 2 * macs * batch / (median / 1e3) / 1e9,
+                "peak_mem_mb": memory.peak_mb,
+                "peak_mem_kind": ("cuda max_memory_allocated" if device.type == "cuda"
+                                  else "process peak RSS" + ("" if memory.reset else " (not reset)")),
+                "setup_s": runner.setup_s,
+                "first_call_s": runner.first_call_s.get(tuple(inputs.shape)),
+                "max_abs_diff": diff,
+                "load_before": load_before,
+                "load_after": load_average(),
+                "notes": runner.notes,
+            }
+            rows.append(row)
+            if on_row:
+                on_row(row)
+        del runner
+    return rows
+
+
+def _check(model: torch.nn.Module, runner, inputs: torch.Tensor, output: torch.Tensor,
+           reference: dict[int, torch.Tensor]) -> Optional[float]:
+    """Max |logits - eager float32 logits| on the first (up to 4) images of this batch."""
+    from csnet.infer.fast_backends import normalize_uint8
+
+    n = min(4, inputs.shape[0])
+    key = inputs.shape[0]  # every runner draws the same images for a batch size (seed 0)
+    with torch.inference_mode():
+        if runner.include_preprocess:
+            x = normalize_uint8(inputs[:n].cpu())
+        else:
+            x = inputs[:n].detach().cpu().float()
+        if key not in reference:
+            reference[key] = _reference_forward(model, x)
+        expected = reference[key]
+        got = output[:n].detach().float().cpu()
+    if got.shape != expected.shape:
+        return float("inf")
+    return float((got - expected).abs().max())
+
+
+def _reference_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    import copy
+
+    reference = copy.deepcopy(model).float().cpu().eval()
+    return reference(x)

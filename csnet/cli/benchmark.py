@@ -1,0 +1,182 @@
+"""``csnet benchmark``: inference speed of a model, several backends side by side; or end to end over a folder.
+
+    csnet benchmark --model csnet_l_x1 --backend eager,fast,onnxruntime --threads 2 --repeat 200
+    csnet benchmark --device cuda --batch-sizes 1,10,100,256 --dtype float16 --backend eager,fast,cuda-graph
+    csnet benchmark --end-to-end ../shared/data/PASCAL-S/images --backend onnxruntime --workers 2
+
+On the CPU the network alone is timed (a normalized float input made beforehand) unless
+``--include-preprocess``; on CUDA the input is always a uint8 NHWC batch on the device, converted and
+normalized inside the timed region (CUDA events). Figures on a shared machine are noisy: the load average
+is printed and stored with every row; compare min and median.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from csnet.cli.main import CLIError
+
+_DEFAULT_BACKENDS = {"cpu": "eager,fast,onnxruntime", "cuda": "eager,fast,cuda-graph"}
+_DEFAULT_BATCHES = {"cpu": "1", "cuda": "1,10,100,256"}
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="csnet_l_x1",
+                        help="registered model name or a .safetensors model file (default csnet_l_x1; "
+                             "random weights time the same as trained ones)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--backend", default=None,
+                        help="comma-separated: eager, fast, fast-jit, compile, onnxruntime, cuda-graph "
+                             "(default cpu: eager,fast,onnxruntime; cuda: eager,fast,cuda-graph)")
+    parser.add_argument("--batch-sizes", type=_int_list, default=None,
+                        help="comma-separated batch sizes (default cpu: 1; cuda: 1,10,100,256)")
+    parser.add_argument("--size", type=int, nargs="+", default=[224], metavar="N",
+                        help="input size: N for N x N, or H W (default 224)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch and ONNX Runtime (default: 2, or the core count if lower)")
+    format_group = parser.add_mutually_exclusive_group()
+    format_group.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
+                              help="NHWC activations (default: on, except eager on the CPU; onnxruntime is NCHW)")
+    format_group.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
+    parser.add_argument("--repeat", type=int, default=100, help="timed calls per batch size (default 100)")
+    parser.add_argument("--max-seconds", type=float, default=30.0,
+                        help="stop timing a batch size after this long, keeping >= 5 calls (default 30)")
+    parser.add_argument("--include-preprocess", action="store_true",
+                        help="CPU: time uint8 NHWC -> normalized conversion too (always on for CUDA)")
+    parser.add_argument("--compile-mode", default=None,
+                        help="torch.compile mode for --backend compile (default: inductor default)")
+    parser.add_argument("--tune-malloc", action="store_true",
+                        help="keep freed activations in the heap (glibc mallopt; process-wide, see "
+                             "csnet.infer.fast_backends.tune_malloc)")
+    parser.add_argument("--no-check", dest="check", action="store_false",
+                        help="skip comparing every backend's logits with the eager model")
+    parser.add_argument("--json", type=Path, default=None, metavar="F", help="write the rows as a JSON list")
+    e2e = parser.add_argument_group("end to end (decode -> resize -> model -> encode over a folder)")
+    e2e.add_argument("--end-to-end", type=Path, default=None, metavar="DIR",
+                     help="measure images/s over the images in DIR with the first --backend, plus a per-stage "
+                          "profile, sequentially and with decode/encode in threads")
+    e2e.add_argument("--limit", type=int, default=None, help="use only the first N images of DIR")
+    e2e.add_argument("--workers", type=int, default=2, help="decode/encode threads in parallel mode (default 2)")
+    e2e.add_argument("--out", type=Path, default=None, help="also write the PNG masks here")
+
+
+def _size(values: list[int]) -> tuple[int, int]:
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise CLIError(f"--size takes N or H W (positive), got {' '.join(map(str, values))}")
+    return values[0], values[1]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from csnet.bench import BACKENDS
+    from csnet.cli.info import resolve_model
+
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: CUDA is not available here")
+    backends = [b.strip() for b in (args.backend or _DEFAULT_BACKENDS[device]).split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise CLIError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+    batches = args.batch_sizes or _int_list(_DEFAULT_BATCHES[device])
+    height, width = _size(args.size)
+    threads = args.threads if args.threads is not None else min(2, os.cpu_count() or 1)
+    if threads < 1:
+        raise CLIError("--threads must be >= 1")
+    if args.repeat < 1 or args.warmup < 0:
+        raise CLIError("--repeat must be >= 1 and --warmup >= 0")
+    model = resolve_model(args.model).eval()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run(args, model, device, backends, batches, height, width, threads)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(args: argparse.Namespace, model, device: str, backends: list[str], batches: list[int], height: int,
+         width: int, threads: int) -> int:
+    import torch
+
+    from csnet.bench import BenchConfig, benchmark_model, environment, load_average
+    from csnet.bench.report import format_end_to_end, format_rows
+
+    env = environment()
+    if args.tune_malloc:
+        from csnet.infer.fast_backends import tune_malloc
+
+        env["tune_malloc"] = tune_malloc()
+    print(f"csnet benchmark: {args.model} on {device} ({env['gpu'] if device == 'cuda' else env['processor']}), "
+          f"{args.dtype}, {height}x{width}, {threads} threads, torch {env['torch']}, "
+          f"onnxruntime {env['onnxruntime'] or 'not installed'}, load average {load_average()}")
+
+    if args.end_to_end is not None:
+        rows = _end_to_end(args, model, backends[0], device, threads, (height, width), batches[0])
+        print(format_end_to_end(rows))
+    else:
+        config = BenchConfig(device=device, dtype=args.dtype, batch_sizes=batches, height=height, width=width,
+                             threads=threads, warmup=args.warmup, repeat=args.repeat, max_seconds=args.max_seconds,
+                             include_preprocess=args.include_preprocess, channels_last=args.channels_last,
+                             compile_mode=args.compile_mode, check=args.check)
+        try:
+            rows = benchmark_model(model, args.model, backends, config)
+        except ValueError as error:
+            raise CLIError(str(error)) from None
+        print(format_rows(rows))
+    if args.json is not None:
+        for row in rows:
+            row["environment"] = env
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
+        print(f"wrote {len(rows)} rows to {args.json}")
+    return 0
+
+
+def _end_to_end(args: argparse.Namespace, model, backend: str, device: str, threads: int,
+                size: tuple[int, int], batch: int) -> list[dict]:
+    import torch
+
+    from csnet.bench import BackendUnavailable, build_runner, load_average
+    from csnet.bench.end_to_end import list_images, run_end_to_end
+
+    if device != "cpu":
+        raise CLIError("--end-to-end runs on the CPU only for now")
+    try:
+        files = list_images(args.end_to_end, args.limit)
+    except FileNotFoundError as error:
+        raise CLIError(str(error)) from None
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
+    try:
+        runner = build_runner(backend, model, torch.device(device), dtype, channels_last=args.channels_last,
+                              threads=threads)
+    except BackendUnavailable as error:
+        raise CLIError(f"{backend}: {error}") from None
+    load_before = load_average()
+    results = run_end_to_end(files, runner.call, size=size, batch_size=batch, workers=args.workers,
+                             out_dir=args.out)
+    rows = []
+    for result in results:
+        row = result.to_dict()
+        row.update({"model": args.model, "backend": backend, "device": device, "dtype": args.dtype,
+                    "threads": threads, "height": size[0], "width": size[1], "folder": str(args.end_to_end),
+                    "median_ms": 1e3 * result.seconds / max(result.images, 1), "load_before": load_before,
+                    "load_after": load_average()})
+        rows.append(row)
+    return rows

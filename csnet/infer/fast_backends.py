@@ -1,0 +1,278 @@
+"""Runtimes for the fused CSNet of :mod:`csnet.infer.fastpath`: TorchScript, torch.compile, ONNX Runtime, CUDA graphs.
+
+Each builder takes a :class:`~csnet.infer.fastpath.FastCSNet` and returns a callable with the same contract
+(``B x 3 x H x W`` normalized float images of any size -> ``B x 1 x H x W`` logits), so the benchmark and the
+predictor can swap them freely:
+
+* :func:`jit_fast` - ``torch.jit.trace`` + ``torch.jit.freeze`` of the straight-line core (sizes stay dynamic:
+  every upsampling is a fixed scale factor);
+* :func:`compile_fast` - ``torch.compile`` of the core (inductor; compile time is paid on the first call of each
+  new shape, see :attr:`CompiledCSNet.compile_seconds`);
+* :class:`OrtCSNet` - the core exported to ONNX in memory and run by ONNX Runtime (needs the ``onnx`` extra);
+* :class:`CudaGraphCSNet` - the whole uint8 -> normalized -> logits step captured in one CUDA graph per shape.
+
+:func:`tune_malloc` (opt-in, process-wide) stops glibc from unmapping freed activations after every forward.
+
+The ONNX export here is a small private helper for the fused core only; the project's user-facing ONNX export
+is :mod:`csnet.infer.onnx_export`.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import time
+import warnings
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
+from csnet.infer.fastpath import FastCSNet
+
+__all__ = ["jit_fast", "compile_fast", "CompiledCSNet", "OrtCSNet", "export_core_onnx", "CudaGraphCSNet",
+           "normalize_uint8", "tune_malloc", "runner_for", "build_cpu_backend"]
+
+logger = logging.getLogger(__name__)
+
+
+
+def normalize_uint8(images: Tensor, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> Tensor:
+    """``B x H x W x 3`` uint8 RGB -> ``B x 3 x H x W`` ImageNet-normalized ``dtype`` on the same device.
+
+    With ``channels_last`` the result is NHWC in memory, so the permute costs no copy.
+    """
+    if images.dim() != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
+        raise ValueError(f"expected B x H x W x 3 uint8 images, got {tuple(images.shape)} {images.dtype}")
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=torch.float32) * 255.0
+    inv_std = 1.0 / (torch.tensor(IMAGENET_STD, device=images.device, dtype=torch.float32) * 255.0)
+    x = (images.to(torch.float32) - mean) * inv_std  # still B x H x W x 3
+    x = x.permute(0, 3, 1, 2)
+    if not channels_last:
+        x = x.contiguous()
+    return x.to(dtype)
+
+
+# ------------------------------------------------------------------------------------------------ allocator
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def tune_malloc(mmap_threshold_mb: int = 256, trim_threshold_mb: int = 512) -> bool:
+    """Keep freed activation buffers in the heap instead of returning them to the OS (glibc only).
+
+    glibc serves every allocation above its mmap threshold with a fresh ``mmap`` and unmaps it on free, so
+    each forward pays page faults on its ~2 MB activations; raising the thresholds lets them be reused. Measured
+    on csnet_l_x1 at 224 x 224, one thread: 27-29 ms instead of 35-39 ms. Process-wide and permanent (the
+    process keeps up to ``trim_threshold_mb`` of freed memory), so it is opt-in: call it once in a long-lived
+    inference process. Returns False where it does not apply (not glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold_mb) << 20) == 1
+    ok = mallopt(_M_TRIM_THRESHOLD, int(trim_threshold_mb) << 20) == 1 and ok
+    if ok:
+        logger.info("glibc malloc: mmap threshold %d MB, trim threshold %d MB", mmap_threshold_mb, trim_threshold_mb)
+    return ok
+
+
+# ---------------------------------------------------------------------------------------------- TorchScript
+def jit_fast(fast: FastCSNet, example: Optional[Tensor] = None) -> FastCSNet:
+    """A copy of ``fast`` whose core is traced and frozen TorchScript (oneDNN weights prepacked on the CPU)."""
+    if example is None:
+        example = torch.zeros(1, fast.in_chans, 64, 64)
+    device = next(iter(fast.core.buffers())).device
+    with torch.no_grad():
+        traced = torch.jit.trace(fast.core, fast.prepare(example.to(device)), check_trace=False)
+        frozen = torch.jit.freeze(traced.eval())
+    return FastCSNet(frozen, fast.pad_multiple, fast.in_chans, fast.dtype, fast.channels_last, fast.name).eval()
+
+
+# ------------------------------------------------------------------------------------------- torch.compile
+class CompiledCSNet(FastCSNet):
+    """A :class:`FastCSNet` whose core runs through ``torch.compile``; times its first call per input shape."""
+
+    compile_seconds: dict[tuple[int, ...], float]
+
+    def forward(self, x: Tensor) -> Tensor:
+        key = tuple(x.shape)
+        if key in self.compile_seconds:
+            return super().forward(x)
+        start = time.perf_counter()
+        out = super().forward(x)
+        if out.is_cuda:
+            torch.cuda.synchronize(out.device)
+        self.compile_seconds[key] = time.perf_counter() - start
+        logger.info("torch.compile: first call at %s took %.1f s", key, self.compile_seconds[key])
+        return out
+
+
+def _plain_convs(core: nn.Module) -> nn.Module:
+    """The fx core with direct ``torch.mkldnn_convolution`` calls turned back into ``torch.conv2d``
+    (the same op; dynamo cannot trace the direct oneDNN call)."""
+    if not isinstance(core, torch.fx.GraphModule):
+        raise TypeError("torch.compile needs the torch.fx core of optimize_for_inference, not a traced one")
+    graph = copy.deepcopy(core.graph)
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target is torch.mkldnn_convolution:
+            x, weight, bias, padding, stride, dilation, groups = node.args
+            node.target = torch.conv2d
+            node.args = (x, weight, bias, stride, padding, dilation, groups)
+    return torch.fx.GraphModule(core, graph)
+
+
+def compile_fast(fast: FastCSNet, mode: Optional[str] = None, dynamic: bool = False,
+                 backend: str = "inductor") -> CompiledCSNet:
+    """``torch.compile`` the fused core (inductor). Slow to compile: minutes on a small busy CPU.
+
+    Build ``fast`` with ``cpu_kernels=False``: inductor fuses the plain ops better than the NHWC view tricks
+    (measured: 31 ms vs 42 ms single-threaded for csnet_l_x1 at 224, see benchmarks/RESULTS.md).
+    """
+    compiled_core = torch.compile(_plain_convs(fast.core), mode=mode, dynamic=dynamic, fullgraph=True,
+                                  backend=backend)
+    out = CompiledCSNet(compiled_core, fast.pad_multiple, fast.in_chans, fast.dtype, fast.channels_last, fast.name)
+    out.compile_seconds = {}
+    return out.eval()
+
+
+# -------------------------------------------------------------------------------------------- ONNX Runtime
+def export_core_onnx(fast: FastCSNet, opset: int = 17) -> bytes:
+    """The fused core as an in-memory ONNX model (float32; batch, height and width dynamic)."""
+    core = fast.core
+    if fast.dtype != torch.float32:
+        raise ValueError("export the float32 fast path (ONNX Runtime on the CPU runs float32)")
+    device = next(iter(core.buffers())).device
+    example = torch.zeros(1, fast.in_chans, 2 * fast.pad_multiple, 2 * fast.pad_multiple, device=device)
+    buffer = io.BytesIO()
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(core, (example,), buffer, input_names=["image"], output_names=["logits"],
+                          opset_version=opset, dynamo=False, dynamic_axes={"image": axes, "logits": axes})
+    return buffer.getvalue()
+
+
+class OrtCSNet:
+    """The fused core in ONNX Runtime (CPU by default) behind the FastCSNet contract: torch in, torch out.
+
+    Args:
+        fast: a float32 :class:`FastCSNet` (NCHW).
+        threads: intra-op threads (default 2: the reference machine's cores); inter-op is 1, sequential.
+        providers: ONNX Runtime execution providers (default CPU).
+        allow_spinning: let idle ORT threads spin (lowest latency on an idle machine; turn off on a busy one).
+    """
+
+    def __init__(self, fast: FastCSNet, threads: int = 2, providers: Optional[list[str]] = None,
+                 allow_spinning: bool = True, optimization: str = "all") -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as error:  # pragma: no cover - depends on the install
+            raise ImportError("the onnxruntime backend needs the onnx extra: pip install 'csnet[onnx]'") from error
+        if fast.channels_last:
+            raise ValueError("build the ONNX Runtime backend from an NCHW fast path (channels_last=False)")
+        self.fast = fast
+        self.model_bytes = export_core_onnx(fast)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}
+        options.graph_optimization_level = levels[optimization]
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        self.session = ort.InferenceSession(self.model_bytes, options,
+                                            providers=providers or ["CPUExecutionProvider"])
+
+    def __call__(self, x: Tensor) -> Tensor:
+        self.fast.check_input(x)
+        height, width = x.shape[-2], x.shape[-1]
+        padded = self.fast.prepare(x.detach().to("cpu", torch.float32))
+        (logits,) = self.session.run(None, {"image": padded.contiguous().numpy()})
+        out = torch.from_numpy(logits)[..., :height, :width]
+        return out.to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------- CUDA graphs
+class CudaGraphCSNet:
+    """uint8 NHWC images -> logits, captured as one CUDA graph per input shape (CUDA only).
+
+    ``__call__(images)`` takes ``B x H x W x 3`` uint8 on the device (H, W multiples of the pad multiple),
+    copies them into the graph's static input, replays the graph (normalization + model) and returns the
+    static logits tensor (overwritten by the next call: clone it to keep it).
+    """
+
+    def __init__(self, fast: nn.Module, dtype: torch.dtype, channels_last: bool, warmup: int = 3) -> None:
+        self.fast, self.dtype, self.channels_last, self.warmup = fast, dtype, channels_last, warmup
+        self._graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
+
+    def _step(self, images: Tensor) -> Tensor:
+        return self.fast(normalize_uint8(images, self.dtype, self.channels_last))
+
+    def capture(self, images: Tensor) -> None:
+        key = tuple(images.shape)
+        static_in = images.clone()
+        stream = torch.cuda.Stream(images.device)
+        stream.wait_stream(torch.cuda.current_stream(images.device))
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(self.warmup):
+                self._step(static_in)
+        torch.cuda.current_stream(images.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.inference_mode():
+            static_out = self._step(static_in)
+        self._graphs[key] = (graph, static_in, static_out)
+
+    def __call__(self, images: Tensor) -> Tensor:
+        key = tuple(images.shape)
+        if key not in self._graphs:
+            self.capture(images)
+        graph, static_in, static_out = self._graphs[key]
+        static_in.copy_(images, non_blocking=True)
+        graph.replay()
+        return static_out
+
+
+def build_cpu_backend(model: nn.Module, choice=None) -> Callable[[Tensor], Tensor]:
+    """The callable for ``choice`` (default :func:`~csnet.infer.fastpath.best_cpu_backend`) built from ``model``.
+
+    Sets torch's intra-op threads to ``choice.threads`` (process-wide, like ``torch.set_num_threads``). Falls
+    back to the untraced fast path if tracing fails.
+    """
+    from csnet.infer.fastpath import best_cpu_backend, optimize_for_inference
+
+    choice = choice or best_cpu_backend()
+    torch.set_num_threads(choice.threads)
+    if choice.backend == "eager":
+        return model.eval()
+    fast = optimize_for_inference(model, channels_last=choice.backend != "onnxruntime", device="cpu",
+                                  cpu_kernels=False if choice.backend == "compile" else None)
+    try:
+        return runner_for(fast, choice.backend, choice.threads)
+    except (RuntimeError, ValueError) as error:
+        if choice.backend != "fast-jit":
+            raise
+        logger.warning("fast-jit failed (%s); using the untraced fast path", error)
+        return fast
+
+
+def runner_for(fast: FastCSNet, backend: str, threads: int = 2) -> Callable[[Tensor], Tensor]:
+    """The callable for ``backend`` in ``fast``, ``fast-jit``, ``compile``, ``onnxruntime`` (for the predictor)."""
+    if backend == "fast":
+        return fast
+    if backend == "fast-jit":
+        return jit_fast(fast)
+    if backend == "compile":
+        return compile_fast(fast)
+    if backend == "onnxruntime":
+        return OrtCSNet(fast, threads=threads)
+    raise ValueError(f"unknown fast backend {backend!r} (fast, fast-jit, compile, onnxruntime)")

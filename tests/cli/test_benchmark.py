@@ -1,0 +1,112 @@
+"""``csnet benchmark``: rows with the documented keys, several backends side by side, end to end over a folder.
+
+Speed is never asserted; these check that the numbers exist, are sane and that every backend is correct.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from csnet.cli.main import main
+from tests.shared_data import require_shared
+
+REQUIRED = {"model", "backend", "device", "dtype", "batch_size", "median_ms", "images_per_s"}
+
+
+def _rows(path):
+    rows = json.loads(path.read_text())
+    assert isinstance(rows, list) and rows
+    return rows
+
+
+def test_benchmark_backends_side_by_side_json(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    code = main(["benchmark", "--model", "csnet_l_x1", "--backend", "eager,fast,fast-jit", "--batch-sizes", "1,2",
+                 "--size", "64", "--warmup", "1", "--repeat", "3", "--threads", "1", "--json", str(out)])
+    assert code == 0
+    rows = _rows(out)
+    assert [(r["backend"], r["batch_size"]) for r in rows] == [
+        ("eager", 1), ("eager", 2), ("fast", 1), ("fast", 2), ("fast-jit", 1), ("fast-jit", 2)]
+    for row in rows:
+        assert REQUIRED <= set(row)
+        assert row["device"] == "cpu" and row["dtype"] == "float32" and row["model"] == "csnet_l_x1"
+        assert 0 < row["min_ms"] <= row["median_ms"] <= row["max_ms"]
+        assert row["images_per_s"] == pytest.approx(row["batch_size"] / row["median_ms"] * 1e3)
+        assert row["params"] == 93_647 and row["macs_per_image"] > 0 and row["gflops_per_s"] > 0
+        assert row["repeat"] == 3 and row["threads"] == 1
+        assert row["max_abs_diff"] is not None and row["max_abs_diff"] < 1e-4
+        assert row["environment"]["torch"] == torch.__version__
+    printed = capsys.readouterr().out
+    assert "median ms" in printed and "fast-jit" in printed and "load average" in printed
+
+
+def test_benchmark_onnxruntime_and_preprocess(tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "rows.json"
+    code = main(["benchmark", "--backend", "onnxruntime,fast", "--size", "48", "64", "--warmup", "1", "--repeat", "2",
+                 "--include-preprocess", "--threads", "1", "--json", str(out)])
+    assert code == 0
+    rows = _rows(out)
+    assert {r["backend"] for r in rows} == {"onnxruntime", "fast"}
+    for row in rows:
+        assert (row["height"], row["width"]) == (48, 64)
+        assert row["include_preprocess"] is True
+        assert row["max_abs_diff"] < 1e-4
+
+
+def test_benchmark_reports_unavailable_backends_and_bad_arguments(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    threads_before = torch.get_num_threads()
+    # cuda-graph on the CPU: skipped with a reason, the other backend still measured
+    assert main(["benchmark", "--backend", "cuda-graph,fast", "--size", "32", "--warmup", "0", "--repeat", "1",
+                 "--threads", "1", "--json", str(out)]) == 0
+    rows = _rows(out)
+    assert rows[0]["backend"] == "cuda-graph" and rows[0]["notes"].startswith("skipped")
+    assert rows[1]["backend"] == "fast" and rows[1]["median_ms"] > 0
+    assert torch.get_num_threads() == threads_before  # the command restores the thread count
+    capsys.readouterr()
+    assert main(["benchmark", "--backend", "tensorrt"]) == 1
+    assert "unknown backend" in capsys.readouterr().err
+    assert main(["benchmark", "--size", "1", "2", "3"]) == 1
+    if not torch.cuda.is_available():
+        assert main(["benchmark", "--device", "cuda"]) == 1
+        assert "CUDA is not available" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--batch-sizes", "0"])
+
+
+def test_end_to_end_over_a_folder(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for index, size in enumerate([(40, 60), (75, 50), (64, 64)]):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(images / f"{index}.jpg")
+    (images / "notes.txt").write_text("not an image")
+    masks, out = tmp_path / "masks", tmp_path / "e2e.json"
+    code = main(["benchmark", "--end-to-end", str(images), "--backend", "fast", "--size", "64", "--workers", "2",
+                 "--batch-sizes", "2", "--threads", "1", "--out", str(masks), "--json", str(out)])
+    assert code == 0
+    rows = _rows(out)
+    assert [r["mode"] for r in rows] == ["sequential", "parallel"]
+    for row in rows:
+        assert row["images"] == 3 and row["images_per_s"] > 0 and row["backend"] == "fast"
+        assert set(row["stage_ms_per_image"]) == {"decode", "resize", "model", "postprocess", "encode"}
+        assert all(v >= 0 for v in row["stage_ms_per_image"].values())
+    written = sorted(p.name for p in masks.iterdir())
+    assert written == ["0.png", "1.png", "2.png"]
+    with Image.open(masks / "1.png") as mask:
+        assert mask.size == (50, 75) and mask.mode == "L"
+    assert "images/s" in capsys.readouterr().out
+    assert main(["benchmark", "--end-to-end", str(tmp_path / "missing")]) == 1
+
+
+@pytest.mark.shared
+def test_end_to_end_on_pascal_s(tmp_path):
+    folder = require_shared("data", "PASCAL-S", "images")
+    out = tmp_path / "e2e.json"
+    assert main(["benchmark", "--end-to-end", str(folder), "--limit", "4", "--backend", "fast", "--threads", "1",
+                 "--json", str(out)]) == 0
+    rows = _rows(out)
+    assert all(r["images"] == 4 for r in rows)
