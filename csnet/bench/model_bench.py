@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 ROW_KEYS = ("model", "backend", "device", "dtype", "batch_size", "height", "width", "threads", "channels_last",
             "include_preprocess", "min_ms", "median_ms", "max_ms", "mean_ms", "repeat", "warmup", "images_per_s",
             "params", "macs_per_image", "gflops_per_s", "peak_mem_mb", "peak_mem_kind", "setup_s", "first_call_s",
-            "max_abs_diff", "load_before", "load_after", "notes")
+            "max_abs_diff", "max_abs_logit", "load_before", "load_after", "notes")
 """Keys of every row (``images_per_s`` = batch / median; ``gflops_per_s`` = 2 x MACs x batch / median)."""
 
 
@@ -125,9 +125,9 @@ def benchmark_model(model: torch.nn.Module, name: str, backends: Sequence[str], 
                 first = runner.run(inputs)
                 timing = measure(lambda: runner.run(inputs), warmup=config.warmup, repeat=config.repeat,
                                  max_seconds=config.max_seconds, device=device)
-            diff = None
+            diff = scale = None
             if config.check:
-                diff = _check(model, runner, inputs, first, reference)
+                diff, scale = _check(model, runner, inputs, first, reference)
             median = timing.median_ms
             row = {
                 **base,
@@ -143,6 +143,7 @@ def benchmark_model(model: torch.nn.Module, name: str, backends: Sequence[str], 
                 "setup_s": runner.setup_s,
                 "first_call_s": runner.first_call_s.get(tuple(inputs.shape)),
                 "max_abs_diff": diff,
+                "max_abs_logit": scale,
                 "load_before": load_before,
                 "load_after": load_average(),
                 "notes": runner.notes,
@@ -155,8 +156,9 @@ def benchmark_model(model: torch.nn.Module, name: str, backends: Sequence[str], 
 
 
 def _check(model: torch.nn.Module, runner, inputs: torch.Tensor, output: torch.Tensor,
-           reference: dict[int, torch.Tensor]) -> Optional[float]:
-    """Max |logits - eager float32 logits| on the first (up to 4) images of this batch."""
+           reference: dict[int, torch.Tensor]) -> tuple[float, float]:
+    """Max |logits - eager float32 logits| on the first (up to 4) images of this batch, and max |logits|
+    (the scale that difference is to be read against: random weights give tiny logits)."""
     from csnet.infer.fast_backends import normalize_uint8
 
     n = min(4, inputs.shape[0])
@@ -171,8 +173,8 @@ def _check(model: torch.nn.Module, runner, inputs: torch.Tensor, output: torch.T
         expected = reference[key]
         got = output[:n].detach().float().cpu()
     if got.shape != expected.shape:
-        return float("inf")
-    return float((got - expected).abs().max())
+        return float("inf"), float(expected.abs().max())
+    return float((got - expected).abs().max()), float(expected.abs().max())
 
 
 def _reference_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from csnet.cli.main import CLIError
 
-_DEFAULT_BACKENDS = {"cpu": "eager,fast,onnxruntime", "cuda": "eager,fast,cuda-graph"}
+_DEFAULT_BACKENDS = {"cpu": "eager,fast,fast-jit,onnxruntime", "cuda": "eager,fast,cuda-graph"}
 _DEFAULT_BATCHES = {"cpu": "1", "cuda": "1,10,100,256"}
 
 
@@ -39,7 +39,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--backend", default=None,
                         help="comma-separated: eager, fast, fast-jit, compile, onnxruntime, cuda-graph "
-                             "(default cpu: eager,fast,onnxruntime; cuda: eager,fast,cuda-graph)")
+                             "(default cpu: eager,fast,fast-jit,onnxruntime; cuda: eager,fast,cuda-graph)")
     parser.add_argument("--batch-sizes", type=_int_list, default=None,
                         help="comma-separated batch sizes (default cpu: 1; cuda: 1,10,100,256)")
     parser.add_argument("--size", type=int, nargs="+", default=[224], metavar="N",

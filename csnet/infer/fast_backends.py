@@ -38,6 +38,19 @@ logger = logging.getLogger(__name__)
 
 
 
+_CONSTANTS: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+
+def _mean_inv_std(device: torch.device) -> tuple[Tensor, Tensor]:
+    """ImageNet mean and 1/std on the 0-255 scale, made once per device (no host->device copy per call,
+    which would also break CUDA graph capture)."""
+    if device not in _CONSTANTS:
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32) * 255.0
+        inv_std = 1.0 / (torch.tensor(IMAGENET_STD, dtype=torch.float32) * 255.0)
+        _CONSTANTS[device] = (mean.to(device), inv_std.to(device))
+    return _CONSTANTS[device]
+
+
 def normalize_uint8(images: Tensor, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> Tensor:
     """``B x H x W x 3`` uint8 RGB -> ``B x 3 x H x W`` ImageNet-normalized ``dtype`` on the same device.
 
@@ -45,10 +58,8 @@ def normalize_uint8(images: Tensor, dtype: torch.dtype = torch.float32, channels
     """
     if images.dim() != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
         raise ValueError(f"expected B x H x W x 3 uint8 images, got {tuple(images.shape)} {images.dtype}")
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=torch.float32) * 255.0
-    inv_std = 1.0 / (torch.tensor(IMAGENET_STD, device=images.device, dtype=torch.float32) * 255.0)
-    x = (images.to(torch.float32) - mean) * inv_std  # still B x H x W x 3
-    x = x.permute(0, 3, 1, 2)
+    mean, inv_std = _mean_inv_std(images.device)
+    x = ((images.to(torch.float32) - mean) * inv_std).permute(0, 3, 1, 2)  # a view: NHWC in memory
     if not channels_last:
         x = x.contiguous()
     return x.to(dtype)
@@ -220,6 +231,7 @@ class CudaGraphCSNet:
 
     def capture(self, images: Tensor) -> None:
         key = tuple(images.shape)
+        _mean_inv_std(images.device)  # constants exist before capture
         static_in = images.clone()
         stream = torch.cuda.Stream(images.device)
         stream.wait_stream(torch.cuda.current_stream(images.device))

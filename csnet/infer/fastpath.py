@@ -53,6 +53,10 @@ logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
+_NHWC_TRICK_MAX_STRIDE = 2
+"""The tiled PReLU and strided max-pool views are used on tensors at strides 1 and 2 of the input only: below
+that (<= 56 x 56 at 224) the plain op is as fast and the extra view ops (~2 us each) are pure overhead."""
+
 CPU_BACKENDS = ("eager", "fast", "fast-jit", "onnxruntime", "compile")
 """Backends :mod:`csnet.bench` knows how to build (``csnet benchmark --backend``)."""
 
@@ -207,8 +211,9 @@ class _FusedCore(nn.Module):
 
         A row of ``channels * t`` values is a multiple of 16 floats (one AVX-512 vector) when possible; ``t``
         must divide ``B * h * w`` for every allowed input, and ``h, w`` are multiples of ``pad_multiple / stride``.
+        Only at the fine scales: on small tensors the four extra view ops cost more than they save.
         """
-        if not self.cpu_nhwc:
+        if not self.cpu_nhwc or stride > _NHWC_TRICK_MAX_STRIDE:
             return 1
         side = self.pad_multiple // stride if stride <= self.pad_multiple and self.pad_multiple % stride == 0 else 1
         return math.gcd(side * side, 16 // math.gcd(channels, 16))
@@ -338,8 +343,8 @@ class _FusedCore(nn.Module):
         nhwc = x.permute(0, 2, 3, 1)  # a view for channels_last x
         return F.prelu(nhwc.reshape(-1, slope.shape[0]), slope).view_as(nhwc).permute(0, 3, 1, 2)
 
-    def _max_pool(self, x: Tensor, factor: int, channels: int) -> Tensor:
-        if not self.cpu_nhwc:
+    def _max_pool(self, x: Tensor, factor: int, channels: int, stride: int) -> Tensor:
+        if not self.cpu_nhwc or stride > _NHWC_TRICK_MAX_STRIDE:
             return F.max_pool2d(x, factor, factor)
         while factor > 1:
             nhwc = x.permute(0, 2, 3, 1)
@@ -367,7 +372,7 @@ class _FusedCore(nn.Module):
                 t = xs[i]
                 assert t is not None
                 if i < unit.res:
-                    t = self._max_pool(t, 2 ** (unit.res - i), plan.in_channels[i])
+                    t = self._max_pool(t, 2 ** (unit.res - i), plan.in_channels[i], plan.base_stride * 2 ** i)
                 parts.append(t)
             x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
             y = self._conv(x, unit.weight, unit.bias, plan.padding, plan.dilation, unit.groups,

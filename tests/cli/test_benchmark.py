@@ -110,3 +110,17 @@ def test_end_to_end_on_pascal_s(tmp_path):
                  "--json", str(out)]) == 0
     rows = _rows(out)
     assert all(r["images"] == 4 for r in rows)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_benchmark_on_cuda_with_graphs_and_half(tmp_path):
+    out = tmp_path / "rows.json"
+    assert main(["benchmark", "--device", "cuda", "--backend", "eager,fast,cuda-graph", "--dtype", "float16",
+                 "--batch-sizes", "1,4", "--size", "64", "--warmup", "2", "--repeat", "5", "--json", str(out)]) == 0
+    rows = _rows(out)
+    assert {r["backend"] for r in rows} == {"eager", "fast", "cuda-graph"}
+    for row in rows:
+        assert row["include_preprocess"] is True and row["channels_last"] is True
+        assert row["peak_mem_mb"] > 0 and row["median_ms"] > 0
+        assert row["max_abs_diff"] < 0.1  # fp16 logits vs the fp32 eager model

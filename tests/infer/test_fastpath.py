@@ -288,3 +288,20 @@ def test_cuda_graph_runner_matches(models):
         again = torch.sigmoid(graphs(images.cuda()).float()).cpu()  # replay
     assert (out - expected).abs().max().item() < 1e-2
     assert torch.equal(out, again)
+
+
+def test_normalize_uint8_matches_imagenet_normalization():
+    from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
+    from csnet.infer.fast_backends import normalize_uint8
+
+    images = torch.randint(0, 256, (2, 5, 7, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    expected = ((images.permute(0, 3, 1, 2).double() / 255.0 - mean) / std).float()
+    for channels_last in (False, True):
+        x = normalize_uint8(images, channels_last=channels_last)
+        assert x.shape == (2, 3, 5, 7) and x.dtype == torch.float32
+        assert x.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        assert (x - expected).abs().max().item() < 1e-6
+    with pytest.raises(ValueError, match="uint8"):
+        normalize_uint8(images.float())
