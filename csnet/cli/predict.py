@@ -41,8 +41,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, batch: bool = True) 
                        help="a .safetensors model file, an .onnx export, or a name with bundled weights "
                             "(default: the bundled model)")
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
-    group.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
-                       help="inference runtime (auto: ONNX Runtime on CPU when installed, PyTorch on CUDA)")
+    group.add_argument("--backend", default="auto", choices=["auto", "fast", "torch", "onnxruntime"],
+                       help="inference runtime (auto: the fused fast path on CPU, PyTorch on CUDA, ONNX Runtime "
+                            "for .onnx models)")
     group.add_argument("--size", type=int, default=224, metavar="S",
                        help="inference resolution: images are resized to S x S and the mask back (default 224)")
     group.add_argument("--threads", type=int, default=None, metavar="N",
@@ -71,10 +72,27 @@ def make_predictor(args: argparse.Namespace, model: Any = "__args__"):
 
         torch.set_num_threads(threads)  # the CLI owns its process; the library never does this
     try:
-        return Predictor(args.model if model == "__args__" else model, device=args.device, size=args.size,
-                         backend=args.backend, batch_size=batch_size, threads=threads)
+        predictor = Predictor(args.model if model == "__args__" else model, device=args.device, size=args.size,
+                              backend=args.backend, batch_size=batch_size, threads=threads)
     except (ModelFileError, BackendError, ImportError) as error:
         raise CLIError(str(error)) from None
+    if predictor.device == "cpu" and predictor.backend_name in ("fast", "torch"):
+        _tune_cpu_process(threads)
+    return predictor
+
+
+def _tune_cpu_process(threads: Optional[int]) -> None:
+    """Process-wide CPU settings the library leaves alone but this process may take (measured in
+    benchmarks/RESULTS.md): one torch thread when the machine is already busy, unless --threads says
+    otherwise, and glibc keeping freed activations for the next forward."""
+    import torch
+
+    from csnet.infer.fast_backends import tune_malloc
+    from csnet.infer.fastpath import machine_is_busy
+
+    if threads is None and machine_is_busy():
+        torch.set_num_threads(1)  # OpenMP threads stall when their core is taken: 10-50x slower forwards
+    tune_malloc()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ __all__ = [
     "fold_batch_norm",
     "randomize_batch_norm",
     "best_cpu_backend",
+    "machine_is_busy",
     "CpuBackendChoice",
     "CPU_BACKENDS",
 ]
@@ -553,6 +554,16 @@ class CpuBackendChoice:
     reason: str
 
 
+def machine_is_busy() -> bool:
+    """Whether the 1-minute load average is at least the core count (False where it is unknown)."""
+    import os
+
+    try:
+        return os.getloadavg()[0] >= (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return False
+
+
 def best_cpu_backend(threads: Optional[int] = None, busy: Optional[bool] = None) -> CpuBackendChoice:
     """The fastest CPU backend here, from the measurements in ``benchmarks/RESULTS.md``.
 
@@ -567,10 +578,7 @@ def best_cpu_backend(threads: Optional[int] = None, busy: Optional[bool] = None)
 
     cores = os.cpu_count() or 1
     if busy is None:
-        try:
-            busy = os.getloadavg()[0] >= cores
-        except (AttributeError, OSError):
-            busy = False
+        busy = machine_is_busy()
     if threads is None:
         threads = 1 if busy else min(2, cores)
         why = "machine busy: one thread avoids OpenMP stalls" if busy else f"{threads} of {cores} cores"

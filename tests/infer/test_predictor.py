@@ -180,9 +180,33 @@ def test_model_and_backend_errors(tmp_path):
 def test_auto_backend_choice():
     assert choose_backend("auto", "cpu", onnx_file=True) == "onnxruntime"
     assert choose_backend("auto", "cuda", onnx_file=False) == "torch"
-    expected = "onnxruntime" if "onnxruntime" in available_backends() else "torch"
-    assert choose_backend("auto", "cpu", onnx_file=False) == expected
+    assert choose_backend("auto", "cpu", onnx_file=False) == "fast"
     assert choose_backend("torch", "cpu", onnx_file=False) == "torch"
+    assert "fast" in available_backends()
+
+
+def test_fast_backend_matches_torch_on_any_size():
+    model = shared_predictor().module
+    images = [gradient_image(40, 60), gradient_image(75, 31, seed=3)]
+    fast = Predictor(model, size=SIZE)  # auto on the CPU: the traced fast path
+    assert fast.backend_name == "fast" and fast.describe()["backend"] == "fast"
+    assert fast.backend.runtime == "fast-jit"
+    for size in (SIZE, (48, 80)):  # the fast path pads to its multiple of 16 and crops back
+        torch_predictor = Predictor(model, backend="torch", size=size)
+        fast = Predictor(model, backend="fast", size=size)
+        batch = np.stack([torch_predictor.preprocess(image) for image in images])
+        want, got = torch_predictor.infer(batch), fast.infer(batch)
+        # fp32 rounding through ~40 layers grows with the logits (up to ~7 here): 1e-4 relative to them.
+        assert np.abs(got - want).max() < 1e-4 * max(1.0, float(np.abs(want).max()))
+        for want, got in zip(torch_predictor.predict(images), fast.predict(images)):
+            assert np.abs(np.asarray(want, dtype=int) - np.asarray(got, dtype=int)).max() <= 1
+
+
+def test_fast_backend_refuses_models_it_does_not_know():
+    with pytest.raises(BackendError, match="CSNet"):
+        Predictor(torch.nn.Conv2d(3, 1, 1), backend="fast")
+    predictor = Predictor(torch.nn.Conv2d(3, 1, 1), size=SIZE)  # auto falls back to PyTorch
+    assert predictor.backend_name == "torch"
 
 
 def test_module_input_and_describe():
@@ -225,15 +249,14 @@ def test_onnxruntime_backend_exports_model_files_once_into_the_cache(tmp_path, m
     assert len(calls) == 2 and len(list((tmp_path / "onnx").glob("*.onnx"))) == 1  # in memory
 
 
-def test_auto_falls_back_to_torch_when_the_export_fails(monkeypatch, caplog):
-    from csnet.infer.backends.onnxruntime_backend import OnnxRuntimeBackend
+def test_auto_falls_back_to_torch_when_the_fast_path_fails(monkeypatch, caplog):
+    from csnet.infer.backends import fast_backend
 
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operator")
 
-    monkeypatch.setattr(OnnxRuntimeBackend, "from_module", classmethod(broken))
-    monkeypatch.setattr(OnnxRuntimeBackend, "available", classmethod(lambda cls: True))
+    monkeypatch.setattr(fast_backend.FastBackend, "__init__", broken)
     predictor = Predictor(model_file(), backend="auto", device="cpu", size=SIZE)
     assert predictor.backend_name == "torch" and "unsupported operator" in caplog.text
     with pytest.raises(RuntimeError, match="unsupported"):
-        Predictor(model_file(), backend="onnxruntime", size=SIZE)  # an explicit choice does not fall back
+        Predictor(model_file(), backend="fast", size=SIZE)  # an explicit choice does not fall back

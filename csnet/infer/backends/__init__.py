@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 #: name -> "module:Class" (imported on first use, so a missing optional runtime costs nothing).
 BACKENDS: dict[str, str] = {
     "torch": "csnet.infer.backends.torch_backend:TorchBackend",
+    "fast": "csnet.infer.backends.fast_backend:FastBackend",
     "onnxruntime": "csnet.infer.backends.onnxruntime_backend:OnnxRuntimeBackend",
 }
 

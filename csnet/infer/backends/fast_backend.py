@@ -1,0 +1,63 @@
+"""The fast-path backend: the model rebuilt by :mod:`csnet.infer.fastpath` (BN folded, links merged, NHWC).
+
+On the CPU it runs the traced and frozen fused core (``fast-jit``, the fastest CPU runtime in every run of
+``benchmarks/RESULTS.md``); on CUDA the untraced fused core in float32 (the same numbers as the model, within
+1e-4 on the logits). It never changes process-wide settings (threads, allocator): the CLI does that for the
+processes it owns.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from csnet.infer.backends import Backend, BackendError
+
+__all__ = ["FastBackend"]
+
+log = logging.getLogger(__name__)
+
+
+class FastBackend(Backend):
+    """Runs :func:`~csnet.infer.fastpath.optimize_for_inference` of ``model``.
+
+    Args:
+        model: a :class:`~csnet.models.CSNet` (left unchanged; the fast path holds its own folded copy).
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (already resolved).
+
+    Raises:
+        BackendError: ``model`` is not a CSNet (the fast path knows only CSNet's graph).
+    """
+
+    name = "fast"
+
+    def __init__(self, model: nn.Module, device: str = "cpu") -> None:
+        from csnet.infer.fast_backends import jit_fast
+        from csnet.infer.fastpath import optimize_for_inference
+        from csnet.models.csnet import CSNet
+
+        if not isinstance(model, CSNet):
+            raise BackendError(f"the fast backend runs CSNet models, not {type(model).__name__}; use --backend torch")
+        self.device = str(device)
+        fast = optimize_for_inference(model.eval(), channels_last=True, device=self.device)
+        self.runtime = "fast"
+        self.forward = fast
+        if self.device == "cpu":
+            try:
+                self.forward = jit_fast(fast)
+                self.runtime = "fast-jit"
+            except (RuntimeError, ValueError) as error:  # tracing is an optimization, never a requirement
+                log.warning("tracing the fast path failed (%s); running it untraced", error)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        with torch.inference_mode():
+            if self.device != "cpu":
+                x = x.pin_memory().to(self.device, non_blocking=True)
+            logits = self.forward(x)
+        return logits.float().cpu().numpy()
+
+    def describe(self) -> dict:
+        return {**super().describe(), "runtime": self.runtime}
