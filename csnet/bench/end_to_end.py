@@ -1,8 +1,9 @@
 """End-to-end throughput over a folder of real images: decode -> resize -> model -> resize back -> encode PNG.
 
-The steps are the project's own: :func:`csnet.io.images.load_image`, then the test protocol of
-:mod:`csnet.infer.protocol` (bilinear resize to 224 x 224 in float64, ImageNet normalization; sigmoid, bilinear
-resize back to the original size, uint8), then a PNG encoded by Pillow.
+The steps are the ones ``csnet predict`` runs: :func:`csnet.io.images.load_image`, the predictor's
+:func:`~csnet.infer.predictor.preprocess_image` (the test protocol's bilinear resize to 224 x 224 and ImageNet
+normalization) and :func:`~csnet.infer.predictor.postprocess_logits` (sigmoid, bilinear resize back, uint8), then
+:func:`csnet.io.images.encode_image` (PNG).
 
 Two passes over the same files:
 
@@ -75,25 +76,21 @@ def _decode(path: Path) -> np.ndarray:
 
 
 def _resize_normalize(image: np.ndarray, size: tuple[int, int]) -> Tensor:
-    from csnet.infer.protocol import preprocess
+    from csnet.infer.predictor import preprocess_image
 
-    if size[0] != size[1]:
-        raise ValueError(f"the test protocol resizes to a square, got {size}")
-    return preprocess(image, size[0])[0]
+    return torch.from_numpy(preprocess_image(image, size))
 
 
 def _postprocess(logits: Tensor, original: tuple[int, int]) -> np.ndarray:
-    from csnet.infer.protocol import postprocess
+    from csnet.infer.predictor import postprocess_logits
 
-    return postprocess(logits, original)
+    return postprocess_logits(logits.reshape(logits.shape[-2:]).float().numpy(), *original)
 
 
 def _encode(mask: np.ndarray, path: Optional[Path]) -> bytes:
-    from PIL import Image
+    from csnet.io.images import encode_image
 
-    buffer = io.BytesIO()
-    Image.fromarray(mask, mode="L").save(buffer, format="PNG")
-    data = buffer.getvalue()
+    data = encode_image(mask)
     if path is not None:
         path.write_bytes(data)
     return data

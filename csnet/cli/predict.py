@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import io
 import logging
 import os
 import sys
@@ -303,26 +302,18 @@ def compose_output(image, mask, mode: str, background=None):
     return compose.replace_background(image, mask, background)
 
 
-def encode(array, image_format: str = "PNG") -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    options = {"compress_level": 3} if image_format == "PNG" else {}
-    if image_format == "JPEG":
-        options = {"quality": 95}
-    Image.fromarray(array).save(buffer, format=image_format, **options)
-    return buffer.getvalue()
-
-
 def _write(path: Path, array) -> None:
     from csnet.io.atomic import atomic_write_bytes
+    from csnet.io.images import encode_image
 
     image_format = _FILE_OUTPUT_SUFFIXES.get(path.suffix.lower(), "PNG")
-    atomic_write_bytes(path, encode(array, image_format))
+    atomic_write_bytes(path, encode_image(array, image_format))
 
 
 def _write_stdout(job: Job, array) -> None:
-    sys.stdout.buffer.write(encode(array))
+    from csnet.io.images import encode_image
+
+    sys.stdout.buffer.write(encode_image(array))
     sys.stdout.buffer.flush()
 
 

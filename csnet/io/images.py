@@ -122,6 +122,18 @@ def load_mask(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXEL
         raise ImageLoadError(name, f"unsupported image mode {im.mode!r} ({error})") from error
 
 
+def encode_image(array: np.ndarray, image_format: str = "PNG") -> bytes:
+    """``array`` (uint8 gray, RGB or RGBA) encoded in memory as ``image_format`` (a Pillow format name).
+
+    PNGs use zlib level 3: on saliency masks about half the time of Pillow's default level 6 for files ~25%
+    larger; JPEGs quality 95.
+    """
+    options: dict = {"PNG": {"compress_level": 3}, "JPEG": {"quality": 95}}.get(image_format, {})
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
 def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write ``array`` as a PNG, atomically (a reader never sees a half-written file).
 

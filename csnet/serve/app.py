@@ -18,7 +18,6 @@ forward pass, and each mask is resized and encoded back in the thread pool.
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoint signatures, whose
 # types (Request, ...) are imported inside create_app.
 import asyncio
-import io
 import logging
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -27,6 +26,7 @@ from typing import Any, Dict, Literal, Optional
 import numpy as np
 
 from csnet import __version__
+from csnet.io.images import encode_image
 from csnet.serve.batching import MicroBatcher
 from csnet.serve.uploads import UploadError, read_image_upload
 
@@ -43,14 +43,6 @@ _PAGE_POLICY = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self
 
 def _static_text(name: str) -> str:
     return resources.files("csnet.serve").joinpath("static", name).read_text(encoding="utf-8")
-
-
-def _encode_png(array: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=3)
-    return buffer.getvalue()
 
 
 def _region(mask: np.ndarray) -> Dict[str, Any]:
@@ -141,8 +133,8 @@ def create_app(predictor, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         if output == "cutout":
             from csnet.infer.compose import cutout
 
-            return _encode_png(cutout(image, mask))
-        return _encode_png(mask)
+            return encode_image(cutout(image, mask))
+        return encode_image(mask)
 
     @app.post("/v1/saliency", summary="saliency mask, cutout or region of an uploaded image",
               responses={200: {"content": {"image/png": {}}}, 413: {}, 415: {}, 422: {}})
