@@ -5,6 +5,12 @@ torch.profiler over ``--iters`` forwards (batch 1), self CPU time of every aten 
 the rest. Single-threaded by default so the split does not depend on how busy the other core is.
 
     python benchmarks/profile_ops.py --model csnet_l_x1 --threads 1 --iters 20 --json profile.json
+
+The profiler's per-op overhead inflates small ops; ``--per-node`` instead times every node of the fast path's
+straight-line core (NHWC, the ``fast`` backend) with a wall clock around each call (``torch.fx.Interpreter``),
+grouped by op, beside the core's own uninterrupted forward time:
+
+    python benchmarks/profile_ops.py --model csnet_l_x1 --threads 1 --per-node
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -64,6 +71,33 @@ def profile_one(fn, x: torch.Tensor, iters: int) -> dict[str, float]:
     return dict(totals)
 
 
+def per_node(core: torch.fx.GraphModule, x: torch.Tensor, iters: int) -> tuple[dict[str, float], float]:
+    """Wall ms per forward of every op kind of ``core`` (timed node by node), and of ``core`` run directly."""
+    seconds: dict[str, float] = defaultdict(float)
+
+    class Timed(torch.fx.Interpreter):
+        def run_node(self, node):
+            start = time.perf_counter()
+            out = super().run_node(node)
+            target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+            seconds[target] += time.perf_counter() - start
+            return out
+
+    interpreter = Timed(core)
+    with torch.inference_mode():
+        for _ in range(3):
+            interpreter.run(x)
+            core(x)
+        seconds.clear()
+        for _ in range(iters):
+            interpreter.run(x)
+        start = time.perf_counter()
+        for _ in range(iters):
+            core(x)
+        direct = (time.perf_counter() - start) / iters * 1e3
+    return {k: v / iters * 1e3 for k, v in seconds.items()}, direct
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="csnet_l_x1")
@@ -71,10 +105,23 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--per-node", action="store_true", help="time the fast core node by node instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = randomize_batch_norm(csnet.create_model(args.model), torch.Generator().manual_seed(0)).eval()
     x = torch.randn(1, 3, args.size, args.size)
+    if args.per_node:
+        fast = optimize_for_inference(model)
+        ms, direct = per_node(fast.core, fast.prepare(x), args.iters)
+        print(f"{args.model} {args.size}x{args.size}, batch 1, {args.threads} thread(s), {args.iters} forwards, "
+              f"load {os.getloadavg()}; fast NHWC core: {direct:.2f} ms per forward run directly, "
+              f"{sum(ms.values()):.2f} ms summed over nodes")
+        for op, value in sorted(ms.items(), key=lambda kv: -kv[1]):
+            if value >= 0.05:
+                print(f"{op:<36}{value:9.2f} ms ({100 * value / sum(ms.values()):4.1f}%)")
+        if args.json:
+            args.json.write_text(json.dumps({"argv": sys.argv[1:], "direct_ms": direct, "per_op_ms": ms}, indent=1))
+        return 0
     variants = {
         "eager": model,
         "fast NCHW": optimize_for_inference(model, channels_last=False),
