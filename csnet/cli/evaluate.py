@@ -48,6 +48,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                                                    "(default: the default model)")
     model.add_argument("--device", default="cpu", help="torch device (default cpu)")
     model.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward (default 8)")
+    model.add_argument("--size", type=int, default=224, metavar="S",
+                       help="network input side (default 224, the test protocol; other sizes score a model "
+                            "trained at that size, and are not benchmark figures)")
     out = parser.add_argument_group("output")
     out.add_argument("--csv", metavar="FILE", help="write the scores as CSV, one row per dataset")
     out.add_argument("--json", metavar="FILE", help="write the scores as JSON, a list with one object per dataset")
@@ -194,6 +197,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError("--name goes with --pred; with --data datasets are named after their folders")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.size < 16:
+        raise CLIError(f"--size must be at least 16, got {args.size}")
     if args.plot and importlib.util.find_spec("matplotlib") is None:  # fail before a long evaluation
         raise CLIError("--plot needs matplotlib: pip install 'csnet[plot]'")
 
@@ -236,7 +241,7 @@ def _score_model(dataset: _Dataset, evaluator, model, args: argparse.Namespace) 
     from csnet.io.images import ImageLoadError, load_image, load_mask
 
     def flush(batch: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        inputs = torch.cat([preprocess(image) for image, _ in batch]).to(args.device)
+        inputs = torch.cat([preprocess(image, args.size) for image, _ in batch]).to(args.device)
         with torch.inference_mode():
             logits = model(inputs)
         for (image, gt), logit in zip(batch, logits):

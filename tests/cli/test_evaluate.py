@@ -192,7 +192,7 @@ def fake_model(monkeypatch):
     return loaded
 
 
-def _expected_with_model(root: Path, image_dir: str, mask_dir: str) -> dict:
+def _expected_with_model(root: Path, image_dir: str, mask_dir: str, size: int = 224) -> dict:
     from csnet.infer.protocol import postprocess, preprocess
 
     ev = SODEvaluator()
@@ -200,7 +200,7 @@ def _expected_with_model(root: Path, image_dir: str, mask_dir: str) -> dict:
         image = np.asarray(Image.open(image_path).convert("RGB"))
         gt = np.asarray(Image.open(root / mask_dir / f"{image_path.stem}.png").convert("L"))
         with torch.inference_mode():
-            ev.step(postprocess(_FakeSaliency()(preprocess(image)), gt.shape), gt)
+            ev.step(postprocess(_FakeSaliency()(preprocess(image, size)), gt.shape), gt)
     return ev.get_results()
 
 
@@ -224,6 +224,18 @@ def test_data_mode_predicts_and_scores_several_layouts(tmp_path, fake_model):
     expected = _expected_with_model(roots[1], "Imgs", "GT")
     for key in SCORE_KEYS:
         assert rows[1][key] == pytest.approx(expected[key], abs=1e-12), key
+
+
+def test_data_mode_at_another_input_size(tmp_path, fake_model):
+    _dataset(tmp_path / "set", "images", "masks")
+    out = tmp_path / "s.json"
+    assert main(["evaluate", "--data", str(tmp_path / "set"), "--size", "64", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    expected = _expected_with_model(tmp_path / "set", "images", "masks", size=64)
+    assert expected != _expected_with_model(tmp_path / "set", "images", "masks")  # the size matters here
+    for key in SCORE_KEYS:
+        assert row[key] == pytest.approx(expected[key], abs=1e-12), key
+    assert main(["evaluate", "--data", str(tmp_path / "set"), "--size", "8"]) == 1
 
 
 def test_data_mode_named_model_and_bad_layout(tmp_path, fake_model, capsys):
