@@ -116,6 +116,7 @@ class PruneReport:
     the prunable units (``channels_before`` counts each block channel once, not once per BN).
     ``macs_*`` are multiply-accumulates of one ``input_size`` image (None when not counted).
     ``border_folds`` names the layers where a folded constant meets zero padding (exact only in the interior).
+    ``kept_to_minimum`` names the layers that kept ``min_channels`` channels the rule would have removed.
     """
 
     mode: str
@@ -134,6 +135,7 @@ class PruneReport:
     layers: tuple[LayerWidths, ...]
     border_folds: tuple[str, ...]
     config: ChannelConfig
+    kept_to_minimum: tuple[str, ...] = ()
 
     @property
     def gap_decades(self) -> Optional[float]:
@@ -149,6 +151,7 @@ class PruneReport:
         data["layers"] = [{"name": layer.name, "before": _lists(layer.before), "after": _lists(layer.after)}
                           for layer in self.layers]
         data["border_folds"] = list(self.border_folds)
+        data["kept_to_minimum"] = list(self.kept_to_minimum)
         data["input_size"] = list(self.input_size)
         data["gap_decades"] = self.gap_decades
         return data
@@ -174,6 +177,9 @@ class PruneReport:
         for layer in self.layers:
             mark = "" if layer.before == layer.after else "  *"
             lines.append(f"  {layer.name:<16} {_widths_text(layer.before)} -> {_widths_text(layer.after)}{mark}")
+        if self.kept_to_minimum:
+            lines.append(f"minimum    {len(self.kept_to_minimum)} layers kept channels below the rule so as not to "
+                         f"vanish: {', '.join(self.kept_to_minimum)}")
         if self.border_folds:
             lines.append(f"border     folded constants meet zero padding in {len(self.border_folds)} layers: "
                          "exact in the interior, approximate near the image border")
@@ -251,6 +257,27 @@ def _removal(scores: dict[tuple[str, int], Tensor], threshold: Optional[float], 
     if n_remove:
         return removed, (lambda g: g <= t_eff), t_eff
     return removed, (lambda g: torch.zeros_like(g, dtype=torch.bool)), t_eff
+
+
+def _keep_minimum(scores: dict[tuple[str, int], Tensor], removed: dict[tuple[str, int], Tensor],
+                  min_channels: int) -> list[str]:
+    """Give back, in every layer left with fewer than ``min_channels`` channels (all scales together), its
+    highest-scoring removed channels; returns the names of the layers that needed it."""
+    names = list(dict.fromkeys(name for name, _ in scores))
+    topped_up = []
+    for name in names:
+        keys = [key for key in scores if key[0] == name]
+        kept = sum(int((~removed[key]).sum()) for key in keys)
+        total = sum(scores[key].numel() for key in keys)
+        need = min(min_channels, total) - kept
+        if need <= 0:
+            continue
+        candidates = [(float(scores[key][i]), key, i) for key in keys for i in range(scores[key].numel())
+                      if bool(removed[key][i])]
+        for _, key, i in sorted(candidates, key=lambda c: -c[0])[:need]:
+            removed[key][i] = False
+        topped_up.append(name)
+    return topped_up
 
 
 # --------------------------------------------------------------------------------------- small maths
@@ -481,6 +508,7 @@ def prune_model(
     block_rule: str = "first_or_last",
     input_size: tuple[int, int] = (224, 224),
     count_macs: bool = True,
+    min_channels: int = 0,
 ) -> tuple[CSNet, PruneReport]:
     """Remove the channels whose BN ``|gamma|`` is below ``threshold`` (or the ``ratio`` smallest) and rebuild.
 
@@ -494,6 +522,10 @@ def prune_model(
             exact near the border, see the module docstring).
         input_size: ``(H, W)`` at which MACs are counted.
         count_macs: count MACs before and after (one forward pass each).
+        min_channels: keep at least this many channels (the highest-scoring) in every layer, all its scales
+            together, instead of refusing when a layer would lose them all (0: refuse). The channels kept
+            this way carry ~nothing, so the layer's output is nearly constant: a training run that killed
+            a whole block (plain weight decay at low resolution does) can still be made small.
 
     Returns:
         ``(pruned, report)``: a new :class:`CSNet` on the model's device and dtype, in the model's mode, with
@@ -519,6 +551,9 @@ def prune_model(
     source = model if device.type == "cpu" else copy.deepcopy(model).to("cpu")
     scores = unit_scores(source, block_rule)
     removed, is_zero, t_eff = _removal(scores, threshold, ratio)
+    if min_channels < 0:
+        raise ValueError(f"min_channels must be >= 0, got {min_channels}")
+    topped_up = _keep_minimum(scores, removed, min_channels) if min_channels else []
     pruner = _Pruner(source, removed, is_zero)
     config = source.config
     layers: list[LayerWidths] = []
@@ -590,6 +625,7 @@ def prune_model(
         layers=tuple(layers),
         border_folds=tuple(pruner.border_folds),
         config=new_config,
+        kept_to_minimum=tuple(topped_up),
     )
     logger.debug("pruned %s: %d of %d channels removed, params %d -> %d", config.name or "model",
                 report.channels_removed, report.channels_before, report.params_before, report.params_after)

@@ -43,6 +43,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="which BNs of a block decide its channels: its first or last CBR (default; exact), "
                              "its first CBR only (the release's rule), or any of the three (also channels dead "
                              "at the middle depthwise CBR, which change the output near the image border)")
+    parser.add_argument("--min-channels", type=int, default=0, metavar="N",
+                        help="keep at least N channels (the highest |gamma|) in a layer the rule would empty, "
+                             "instead of stopping with an error (default 0: stop)")
     parser.add_argument("--report", type=Path, metavar="FILE.json", help="also write the report as JSON")
     parser.add_argument("--plot", type=Path, metavar="FILE.png",
                         help="write a log-scale histogram of |gamma| before pruning (needs csnet[plot])")
@@ -92,15 +95,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         pruned, report = prune_model(model, threshold=threshold, ratio=args.ratio, block_rule=args.block_rule,
-                                     input_size=(height, width))
-    except PruneError as error:
+                                     input_size=(height, width), min_channels=args.min_channels)
+    except (PruneError, ValueError) as error:
         raise CLIError(str(error)) from None
 
     # keep provenance and licence of the source file; record how it was pruned
     kept = {k: v for k, v in metadata.items() if k not in ("format", "format_version", "config")}
     kept["pruned_from"] = Path(args.model).name
     kept["pruning"] = json.dumps({"mode": report.mode, "threshold": report.threshold, "ratio": report.ratio,
-                                  "block_rule": report.block_rule})
+                                  "block_rule": report.block_rule, "min_channels": args.min_channels})
     try:
         save_model(pruned, args.output, metadata=kept)
         if args.report is not None:

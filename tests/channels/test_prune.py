@@ -286,6 +286,26 @@ def test_bad_arguments_and_impossible_pruning():
         prune_model(model, threshold=10.0, count_macs=False)
 
 
+def test_min_channels_keeps_a_killed_block_alive_and_exact():
+    model, g = random_model(_small_config(name="small"), seed=6)
+    kill_random(model, g)
+    block = model.stages[2][0]
+    for j, width in enumerate(block.out_channels):
+        if width:
+            block.conv1.norm_act.bns[str(j)].weight.data[:] = DEAD * torch.rand(width, generator=g)
+    with pytest.raises(PruneError, match="every channel of stages.2.0"):
+        prune_model(model, count_macs=False)
+    pruned, report = prune_model(model, count_macs=False, min_channels=2)
+    assert report.kept_to_minimum == ("stages.2.0",)
+    assert sum(pruned.config.stages[2][0].out_channels) == 2
+    assert "stages.2.0" in report.format() and report.to_dict()["kept_to_minimum"] == ["stages.2.0"]
+    # the two channels kept carry their (tiny) gamma through; everything removed is folded as before
+    error, scale = compare(model, pruned, torch.randn(1, 3, 64, 64, generator=g), "circular")
+    assert error.max() <= float_tolerance(scale)
+    with pytest.raises(ValueError, match="min_channels"):
+        prune_model(model, count_macs=False, min_channels=-1)
+
+
 def test_original_model_is_left_untouched():
     model, g = random_model(_small_config(name="small"), seed=10)
     kill_random(model, g)
