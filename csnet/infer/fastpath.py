@@ -567,9 +567,9 @@ def machine_is_busy() -> bool:
 def best_cpu_backend(threads: Optional[int] = None, busy: Optional[bool] = None) -> CpuBackendChoice:
     """The fastest CPU backend here, from the measurements in ``benchmarks/RESULTS.md``.
 
-    ``fast-jit`` (this module's NHWC fast path, traced and frozen) was the fastest in every measurement on the
-    2-core reference machine (csnet_l_x1, batch 1, 224 x 224, 2 threads: 28 ms vs 30 ms ``fast``, 48 ms ONNX
-    Runtime, 96 ms eager). Threads: ``threads`` if given; else 1 when the machine is ``busy`` (default: the
+    ``fast-jit`` (this module's NHWC fast path, traced and frozen) had the lowest minimum in every run on the
+    2-core reference machine and the lowest median in most (csnet_l_x1, batch 1, 224 x 224, 2 threads, runs A-D
+    of RESULTS.md: medians 20-27 ms against 21-25 ms ``fast``, 42-44 ms ONNX Runtime, 67-117 ms eager). Threads: ``threads`` if given; else 1 when the machine is ``busy`` (default: the
     1-minute load average is at least the core count), because torch's OpenMP threads stall when a core is
     taken away (2 threads on a loaded 2-core machine: median 0.3-2 s per image instead of 30 ms); else
     ``min(2, cores)``. Build it with :func:`csnet.infer.fast_backends.build_cpu_backend`.
