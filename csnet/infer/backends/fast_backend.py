@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-import torch
 from torch import nn
 
-from csnet.infer.backends import Backend, BackendError
+from csnet.infer.backends import BackendError
+from csnet.infer.backends.torch_backend import TorchBackend
 
 __all__ = ["FastBackend"]
 
 log = logging.getLogger(__name__)
 
 
-class FastBackend(Backend):
+class FastBackend(TorchBackend):
     """Runs :func:`~csnet.infer.fastpath.optimize_for_inference` of ``model``.
 
     Args:
@@ -43,21 +42,13 @@ class FastBackend(Backend):
         self.device = str(device)
         fast = optimize_for_inference(model.eval(), channels_last=True, device=self.device)
         self.runtime = "fast"
-        self.forward = fast
+        self.model = fast  # what TorchBackend.__call__ runs
         if self.device == "cpu":
             try:
-                self.forward = jit_fast(fast)
+                self.model = jit_fast(fast)
                 self.runtime = "fast-jit"
             except (RuntimeError, ValueError) as error:  # tracing is an optimization, never a requirement
                 log.warning("tracing the fast path failed (%s); running it untraced", error)
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        with torch.inference_mode():
-            if self.device != "cpu":
-                x = x.pin_memory().to(self.device, non_blocking=True)
-            logits = self.forward(x)
-        return logits.float().cpu().numpy()
 
     def describe(self) -> dict:
         return {**super().describe(), "runtime": self.runtime}
