@@ -74,7 +74,8 @@ def tune_malloc(mmap_threshold_mb: int = 256, trim_threshold_mb: int = 512) -> b
 
     glibc serves every allocation above its mmap threshold with a fresh ``mmap`` and unmaps it on free, so
     each forward pays page faults on its ~2 MB activations; raising the thresholds lets them be reused. Measured
-    on csnet_l_x1 at 224 x 224, one thread: 27-29 ms instead of 35-39 ms. Process-wide and permanent (the
+    on csnet_l_x1 at 224 x 224, two threads, fast-jit: 19.4 ms median instead of 31.1 ms (benchmarks/RESULTS.md,
+    run G; one thread: 28.1 vs 28.4 ms). Process-wide and permanent (the
     process keeps up to ``trim_threshold_mb`` of freed memory), so it is opt-in: call it once in a long-lived
     inference process. Returns False where it does not apply (not glibc).
     """
@@ -145,8 +146,9 @@ def compile_fast(fast: FastCSNet, mode: Optional[str] = None, dynamic: bool = Fa
                  backend: str = "inductor") -> CompiledCSNet:
     """``torch.compile`` the fused core (inductor). Slow to compile: minutes on a small busy CPU.
 
-    Build ``fast`` with ``cpu_kernels=False``: inductor fuses the plain ops better than the NHWC view tricks
-    (measured: 31 ms vs 42 ms single-threaded for csnet_l_x1 at 224, see benchmarks/RESULTS.md).
+    Build ``fast`` with ``cpu_kernels=False``: inductor then sees plain ops it can fuse, not the NHWC view
+    tricks. On the 2-core reference CPU it is slower than ``fast-jit`` (csnet_l_x1, 224, one thread: 38.6 vs
+    27.7 ms, after a 42 s first call; benchmarks/RESULTS.md run G).
     """
     compiled_core = torch.compile(_plain_convs(fast.core), mode=mode, dynamic=dynamic, fullgraph=True,
                                   backend=backend)
