@@ -568,10 +568,11 @@ def best_cpu_backend(threads: Optional[int] = None, busy: Optional[bool] = None)
     """The fastest CPU backend here, from the measurements in ``benchmarks/RESULTS.md``.
 
     ``fast-jit`` (this module's NHWC fast path, traced and frozen) had the lowest minimum in every run on the
-    2-core reference machine and the lowest median in most (csnet_l_x1, batch 1, 224 x 224, 2 threads, runs A-D
-    of RESULTS.md: medians 20-27 ms against 21-25 ms ``fast``, 42-44 ms ONNX Runtime, 67-117 ms eager). Threads: ``threads`` if given; else 1 when the machine is ``busy`` (default: the
-    1-minute load average is at least the core count), because torch's OpenMP threads stall when a core is
-    taken away (2 threads on a loaded 2-core machine: median 0.3-2 s per image instead of 30 ms); else
+    2-core reference machine and the lowest median in most (csnet_l_x1, batch 1, 224 x 224, 2 threads, runs
+    A-G of RESULTS.md: 19-31 ms against 21-25 ms ``fast``, 33-52 ms ONNX Runtime, 56-117 ms eager). Threads:
+    ``threads`` if given; else 1 when the machine is ``busy`` (default: the 1-minute load average is at least
+    the core count), because torch's OpenMP threads stall when a core is taken away (run H: 57 ms median with
+    2 threads beside a training job, 26 ms with 1); else
     ``min(2, cores)``. Build it with :func:`csnet.infer.fast_backends.build_cpu_backend`.
     """
     import os
