@@ -203,7 +203,7 @@ def csnet_l_x2() -> CSNet:
 
 @register_model
 def csnet_pascal() -> CSNet:
-    """CSNet trained by this project (x2 -> DWD -> pruned -> fine-tuned on PASCAL-S + HumanSeg), 215,919 params."""
+    """CSNet trained by this project on PASCAL-S + HumanSeg (x2 -> pruned -> fine-tuned; see its WeightInfo)."""
     return CSNet(learned_config("csnet_pascal"))
 
 
