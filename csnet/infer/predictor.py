@@ -176,8 +176,8 @@ def choose_backend(requested: str, device: str, onnx_file: bool) -> str:
     """The backend ``"auto"`` stands for, or a check that ``requested`` fits.
 
     ``auto``: an ``.onnx`` model runs on ONNX Runtime; any other model runs the fast path (``fast``) on the CPU,
-    the fastest CPU runtime measured (``benchmarks/RESULTS.md``: csnet_l_x1 at 224, 2 threads, about 20 ms
-    against 44 ms in ONNX Runtime and 117 ms eager), and PyTorch on CUDA (the fast path there is tested for
+    the fastest CPU runtime measured (``benchmarks/RESULTS.md`` runs A-G: csnet_l_x1 at 224, 2 threads, 19-31 ms
+    median against 33-52 ms in ONNX Runtime and 56-117 ms eager), and PyTorch on CUDA (the fast path there is tested for
     equality but not yet measured on a GPU).
     """
     requested = (requested or "auto").lower()
