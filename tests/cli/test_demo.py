@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from csnet.cli.main import main
-from tests.infer.helpers import model_file, one_torch_thread  # noqa: F401
+from tests.infer.helpers import model_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 pytest.importorskip("skimage")

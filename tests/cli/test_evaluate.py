@@ -270,15 +270,6 @@ def test_data_mode_unpaired_image(tmp_path, fake_model, capsys):
     assert json.loads(out.read_text())[0]["n"] == 2
 
 
-@pytest.fixture
-def one_thread():
-    # one forward pass on a shared 2-core machine: a second thread only adds contention
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_data_mode_with_a_real_csnet_file(tmp_path, one_thread):
     # The real model contract end to end: a randomly initialized CSNet saved and loaded by file.
     models = pytest.importorskip("csnet.models")

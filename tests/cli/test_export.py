@@ -2,7 +2,7 @@
 import pytest
 
 from csnet.cli.main import main
-from tests.infer.helpers import model_file, one_torch_thread, onnx_file  # noqa: F401
+from tests.infer.helpers import model_file, onnx_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from csnet.cli.main import main
-from tests.infer.helpers import SIZE, gradient_image, model_file, one_torch_thread, onnx_file, photos  # noqa: F401
+from tests.infer.helpers import SIZE, gradient_image, model_file, onnx_file, photos
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

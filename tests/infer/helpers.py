@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from tests.shared_data import require_shared
@@ -97,13 +96,3 @@ def gradient_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     image = np.stack([blob * 220 + 20, xs / max(width - 1, 1) * 120, ys / max(height - 1, 1) * 160], axis=2)
     image += rng.normal(0, 4, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Run PyTorch on one thread during a test module: on shared, busy cores two spinning OpenMP
-    threads make these small forwards 10x slower; results do not depend on it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

@@ -21,6 +21,8 @@ SIZES = [(1, 224, 224), (3, 225, 301)]
 SMALL = (2, 72, 100)  # for the variants: odd multiple-of-nothing sizes, cheap
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _model(name: str, seed: int = 0, **kwargs):
     generator = torch.Generator().manual_seed(seed)
@@ -33,15 +35,6 @@ def _model(name: str, seed: int = 0, **kwargs):
 
 def _input(batch: int, height: int, width: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Results do not depend on threads; on shared busy cores two OpenMP threads make small forwards 10x slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

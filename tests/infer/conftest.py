@@ -1,1 +1,0 @@
-from tests.infer.helpers import one_torch_thread  # noqa: F401  (fixture, used through pytestmark)
