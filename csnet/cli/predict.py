@@ -81,17 +81,27 @@ def make_predictor(args: argparse.Namespace, model: Any = "__args__"):
 
 
 def _tune_cpu_process(threads: Optional[int]) -> None:
-    """Process-wide CPU settings the library leaves alone but this process may take (measured in
-    benchmarks/RESULTS.md): one torch thread when the machine is already busy, unless --threads says
-    otherwise, and glibc keeping freed activations for the next forward."""
+    """Process-wide CPU settings the library leaves alone but this process may take (benchmarks/RESULTS.md).
+
+    One torch thread when the machine is already busy (1-minute load average at least the core count), unless
+    --threads says otherwise: OpenMP threads wait at every op for the one that lost its core (run H:
+    csnet_l_x1 57 ms median with 2 threads beside a training job, 26 ms with 1). And glibc keeps freed
+    activations for the next forward (run G: 19.4 instead of 31.1 ms with 2 threads).
+    """
     import torch
 
     from csnet.infer.fast_backends import tune_malloc
-    from csnet.infer.fastpath import machine_is_busy
 
-    if threads is None and machine_is_busy():
-        torch.set_num_threads(1)  # OpenMP threads stall when their core is taken: 10-50x slower forwards
+    if threads is None and _machine_is_busy():
+        torch.set_num_threads(1)
     tune_malloc()
+
+
+def _machine_is_busy() -> bool:
+    try:
+        return os.getloadavg()[0] >= (os.cpu_count() or 1)
+    except (AttributeError, OSError):  # no load average on this platform
+        return False
 
 
 # ------------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
 from csnet.infer.fastpath import FastCSNet
 
 __all__ = ["jit_fast", "compile_fast", "CompiledCSNet", "OrtCSNet", "export_core_onnx", "CudaGraphCSNet",
-           "normalize_uint8", "tune_malloc", "runner_for", "build_cpu_backend"]
+           "normalize_uint8", "tune_malloc"]
 
 logger = logging.getLogger(__name__)
 
@@ -254,39 +254,3 @@ class CudaGraphCSNet:
         static_in.copy_(images, non_blocking=True)
         graph.replay()
         return static_out
-
-
-def build_cpu_backend(model: nn.Module, choice=None) -> Callable[[Tensor], Tensor]:
-    """The callable for ``choice`` (default :func:`~csnet.infer.fastpath.best_cpu_backend`) built from ``model``.
-
-    Sets torch's intra-op threads to ``choice.threads`` (process-wide, like ``torch.set_num_threads``). Falls
-    back to the untraced fast path if tracing fails.
-    """
-    from csnet.infer.fastpath import best_cpu_backend, optimize_for_inference
-
-    choice = choice or best_cpu_backend()
-    torch.set_num_threads(choice.threads)
-    if choice.backend == "eager":
-        return model.eval()
-    fast = optimize_for_inference(model, channels_last=choice.backend != "onnxruntime", device="cpu",
-                                  cpu_kernels=False if choice.backend == "compile" else None)
-    try:
-        return runner_for(fast, choice.backend, choice.threads)
-    except (RuntimeError, ValueError) as error:
-        if choice.backend != "fast-jit":
-            raise
-        logger.warning("fast-jit failed (%s); using the untraced fast path", error)
-        return fast
-
-
-def runner_for(fast: FastCSNet, backend: str, threads: int = 2) -> Callable[[Tensor], Tensor]:
-    """The callable for ``backend`` in ``fast``, ``fast-jit``, ``compile``, ``onnxruntime`` (for the predictor)."""
-    if backend == "fast":
-        return fast
-    if backend == "fast-jit":
-        return jit_fast(fast)
-    if backend == "compile":
-        return compile_fast(fast)
-    if backend == "onnxruntime":
-        return OrtCSNet(fast, threads=threads)
-    raise ValueError(f"unknown fast backend {backend!r} (fast, fast-jit, compile, onnxruntime)")

@@ -22,8 +22,9 @@ on some pixels, in fp16 by 0.03; the fast path stays at or below that (0.10 / 0.
 Padding to a multiple of 16 and cropping back stay outside the traced core, so the core only ever sees sizes it
 divides exactly (every upsampling is an exact power-of-two ``scale_factor``).
 
-The ONNX Runtime and ``torch.compile`` variants live in :mod:`csnet.infer.fast_backends`; which backend is fastest
-on the CPU at hand is answered by :func:`best_cpu_backend` (measured, see ``benchmarks/RESULTS.md``).
+The ONNX Runtime, TorchScript and ``torch.compile`` variants live in :mod:`csnet.infer.fast_backends`;
+``csnet predict`` runs the traced one on the CPU (:class:`csnet.infer.backends.fast_backend.FastBackend`, measured
+in ``benchmarks/RESULTS.md``).
 """
 from __future__ import annotations
 
@@ -44,10 +45,6 @@ __all__ = [
     "optimize_for_inference",
     "fold_batch_norm",
     "randomize_batch_norm",
-    "best_cpu_backend",
-    "machine_is_busy",
-    "CpuBackendChoice",
-    "CPU_BACKENDS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -57,9 +54,6 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 _NHWC_TRICK_MAX_STRIDE = 2
 """The tiled PReLU and strided max-pool views are used on tensors at strides 1 and 2 of the input only: below
 that (<= 56 x 56 at 224) the plain op is as fast and the extra view ops (~2 us each) are pure overhead."""
-
-CPU_BACKENDS = ("eager", "fast", "fast-jit", "onnxruntime", "compile")
-"""Backends :mod:`csnet.bench` knows how to build (``csnet benchmark --backend``)."""
 
 
 # --------------------------------------------------------------------------------------------- BN folding
@@ -543,46 +537,3 @@ def optimize_for_inference(
     fast = FastCSNet(traced, model.config.pad_multiple, model.config.in_chans, dtype, channels_last,
                      name=model.config.name)
     return fast.eval()
-
-
-@dataclass(frozen=True)
-class CpuBackendChoice:
-    """What to run on the CPU: a backend of :data:`CPU_BACKENDS`, how many intra-op threads, and why."""
-
-    backend: str
-    threads: int
-    reason: str
-
-
-def machine_is_busy() -> bool:
-    """Whether the 1-minute load average is at least the core count (False where it is unknown)."""
-    import os
-
-    try:
-        return os.getloadavg()[0] >= (os.cpu_count() or 1)
-    except (AttributeError, OSError):
-        return False
-
-
-def best_cpu_backend(threads: Optional[int] = None, busy: Optional[bool] = None) -> CpuBackendChoice:
-    """The fastest CPU backend here, from the measurements in ``benchmarks/RESULTS.md``.
-
-    ``fast-jit`` (this module's NHWC fast path, traced and frozen) had the lowest minimum in every run on the
-    2-core reference machine and the lowest median in most (csnet_l_x1, batch 1, 224 x 224, 2 threads, runs
-    A-G of RESULTS.md: 19-31 ms against 21-25 ms ``fast``, 33-52 ms ONNX Runtime, 56-117 ms eager). Threads:
-    ``threads`` if given; else 1 when the machine is ``busy`` (default: the 1-minute load average is at least
-    the core count), because torch's OpenMP threads stall when a core is taken away (run H: 57 ms median with
-    2 threads beside a training job, 26 ms with 1); else
-    ``min(2, cores)``. Build it with :func:`csnet.infer.fast_backends.build_cpu_backend`.
-    """
-    import os
-
-    cores = os.cpu_count() or 1
-    if busy is None:
-        busy = machine_is_busy()
-    if threads is None:
-        threads = 1 if busy else min(2, cores)
-        why = "machine busy: one thread avoids OpenMP stalls" if busy else f"{threads} of {cores} cores"
-    else:
-        why = "threads as asked"
-    return CpuBackendChoice("fast-jit", int(threads), f"fastest measured CPU backend; {why}")

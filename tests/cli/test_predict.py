@@ -191,3 +191,29 @@ def test_output_folder_inside_the_input_folder_is_not_read_back(tree):
     assert predict(tree, "-o", out) == 0  # a second run does not take masks/*.png as inputs
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
         "a.png", "sub/b.png", "sub/deeper/c.png"]
+
+
+def test_cli_uses_one_thread_on_a_busy_machine_unless_told(monkeypatch):
+    import argparse
+    import os
+
+    import torch
+
+    from csnet.cli.predict import add_model_arguments, make_predictor
+
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    monkeypatch.setattr(os, "getloadavg", lambda: (float(os.cpu_count() or 1), 0.0, 0.0))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        predictor = make_predictor(parser.parse_args(["--model", str(model_file()), "--device", "cpu",
+                                                      "--size", str(SIZE)]))
+        assert predictor.backend_name == "fast" and torch.get_num_threads() == 1
+        make_predictor(parser.parse_args(["--model", str(model_file()), "--device", "cpu", "--threads", "2"]))
+        assert torch.get_num_threads() == 2  # --threads wins
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+        make_predictor(parser.parse_args(["--model", str(model_file()), "--device", "cpu"]))
+        assert torch.get_num_threads() == 2  # an idle machine keeps torch's threads
+    finally:
+        torch.set_num_threads(before)

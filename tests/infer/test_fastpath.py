@@ -12,7 +12,7 @@ import torch
 
 import csnet
 from csnet.infer.fastpath import (
-    CPU_BACKENDS, FastCSNet, best_cpu_backend, fold_batch_norm, optimize_for_inference, randomize_batch_norm,
+    FastCSNet, fold_batch_norm, optimize_for_inference, randomize_batch_norm,
 )
 from tests.shared_data import require_shared
 
@@ -224,20 +224,12 @@ def test_imported_release_weights_reproduce_released_logits():
             assert (out - expected).abs().max().item() < FP32_ATOL
 
 
-def test_best_cpu_backend_is_a_known_backend_and_builds(models):
-    from csnet.infer.fast_backends import build_cpu_backend
+def test_fast_backend_runs_the_traced_core_and_matches(models):
+    from csnet.infer.backends.fast_backend import FastBackend
 
-    choice = best_cpu_backend()
-    assert choice.backend in CPU_BACKENDS and choice.threads >= 1 and choice.reason
-    assert best_cpu_backend(busy=True).threads == 1
-    assert best_cpu_backend(threads=3).threads == 3
-    threads = torch.get_num_threads()
-    try:
-        run = build_cpu_backend(models["csnet_l_x1"], best_cpu_backend(threads=1))
-        with torch.inference_mode():
-            out = run(_input(*SMALL))
-    finally:
-        torch.set_num_threads(threads)
+    backend = FastBackend(models["csnet_l_x1"])
+    assert backend.runtime == "fast-jit" and backend.describe()["runtime"] == "fast-jit"
+    out = torch.from_numpy(backend(_input(*SMALL).numpy()))
     assert (out - references_small(models, "csnet_l_x1")).abs().max().item() < FP32_ATOL
 
 
