@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 import time
 from pathlib import Path
@@ -77,6 +76,8 @@ def plot(csv_path: Path, out: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from csnet.io.atomic import atomic_path
+
     rows = list(csv.DictReader(csv_path.read_text().splitlines()))
     runs = list(dict.fromkeys(r["run"] for r in rows))
     figure = Figure(figsize=(11, 3.6), dpi=110)
@@ -100,9 +101,8 @@ def plot(csv_path: Path, out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     figure.tight_layout()
-    tmp = out.with_name(out.name + ".tmp")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        figure.savefig(tmp, format="png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import torch
 
 from csnet.bench.runners import BackendUnavailable, build_runner
 from csnet.bench.timing import PeakMemory, load_average, measure
+from csnet.infer.fastpath import resolve_dtype
 
 __all__ = ["BenchConfig", "benchmark_model", "environment", "ROW_KEYS"]
 
@@ -43,9 +44,6 @@ class BenchConfig:
     channels_last: Optional[bool] = None
     compile_mode: Optional[str] = None
     check: bool = True
-
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def environment() -> dict[str, Any]:
@@ -91,9 +89,7 @@ def benchmark_model(model: torch.nn.Module, name: str, backends: Sequence[str], 
     """
     from csnet.models.summary import count_macs
 
-    if config.dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}")
-    dtype = _DTYPES[config.dtype]
+    dtype = resolve_dtype(config.dtype)
     device = torch.device(config.device)
     if config.threads is not None and device.type == "cpu":
         torch.set_num_threads(config.threads)

@@ -151,8 +151,9 @@ def _run(args: argparse.Namespace, model, device: str, backends: list[str], batc
     if args.json is not None:
         for row in rows:
             row["environment"] = env
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+        from csnet.io.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(rows, indent=2))
         print(f"wrote {len(rows)} rows to {args.json}")
     return 0
 
@@ -163,6 +164,7 @@ def _end_to_end(args: argparse.Namespace, model, backend: str, device: str, thre
 
     from csnet.bench import BackendUnavailable, build_runner, load_average
     from csnet.bench.end_to_end import list_images, run_end_to_end
+    from csnet.infer.fastpath import resolve_dtype
 
     if device != "cpu":
         raise CLIError("--end-to-end runs on the CPU only for now")
@@ -170,7 +172,7 @@ def _end_to_end(args: argparse.Namespace, model, backend: str, device: str, thre
         files = list_images(args.end_to_end, args.limit)
     except FileNotFoundError as error:
         raise CLIError(str(error)) from None
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
+    dtype = resolve_dtype(args.dtype)
     try:
         runner = build_runner(backend, model, torch.device(device), dtype, channels_last=args.channels_last,
                               threads=threads)

@@ -45,6 +45,7 @@ __all__ = [
     "optimize_for_inference",
     "fold_batch_norm",
     "randomize_batch_norm",
+    "resolve_dtype",
 ]
 
 logger = logging.getLogger(__name__)
@@ -482,7 +483,8 @@ class FastCSNet(nn.Module):
         return f"name={self.name!r}, dtype={self.dtype}, channels_last={self.channels_last}"
 
 
-def _resolve_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
+def resolve_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
+    """``"float32"``, ``"float16"``, ``"bfloat16"`` (or those dtypes) -> the torch dtype; ValueError otherwise."""
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
@@ -520,7 +522,7 @@ def optimize_for_inference(
     """
     if not isinstance(model, CSNet):
         raise TypeError(f"optimize_for_inference needs a CSNet, got {type(model).__name__}")
-    dtype = _resolve_dtype(dtype)
+    dtype = resolve_dtype(dtype)
     if device is None:
         device = next(iter(model.parameters())).device
     device = torch.device(device)
