@@ -63,6 +63,12 @@ def environment() -> dict[str, Any]:
         info["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         info["onnxruntime"] = None
+    try:
+        import openvino
+
+        info["openvino"] = openvino.__version__.split("-")[0]
+    except ImportError:
+        info["openvino"] = None
     if torch.cuda.is_available():
         info["cuda"] = torch.version.cuda
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -25,10 +25,11 @@ __all__ = ["BACKENDS", "Runner", "build_runner", "BackendUnavailable"]
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("eager", "fast", "fast-jit", "compile", "onnxruntime", "cuda-graph")
+BACKENDS = ("eager", "fast", "fast-jit", "compile", "onnxruntime", "openvino", "cuda-graph")
 """``eager``: the model as defined; ``fast``: :func:`csnet.infer.fastpath.optimize_for_inference`;
 ``fast-jit``: its core traced and frozen; ``compile``: its core through ``torch.compile``; ``onnxruntime``: its core
-exported to ONNX (CPU, float32); ``cuda-graph``: ``fast`` plus input conversion captured in CUDA graphs."""
+exported to ONNX (CPU, float32); ``openvino``: the OpenVINO variant of the core (links unmerged) compiled by
+OpenVINO's CPU plugin (float32 or bfloat16); ``cuda-graph``: ``fast`` plus input conversion captured in CUDA graphs."""
 
 
 class BackendUnavailable(RuntimeError):
@@ -94,7 +95,7 @@ def build_runner(backend: str, model: torch.nn.Module, device: torch.device, dty
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
     if channels_last is None:  # fused paths: NHWC; the eager model as defined on the CPU, NHWC on CUDA
-        channels_last = cuda or backend not in ("eager", "onnxruntime")
+        channels_last = cuda or backend not in ("eager", "onnxruntime", "openvino")
     include_preprocess = include_preprocess or cuda
     start = time.perf_counter()
     notes = ""
@@ -127,6 +128,18 @@ def build_runner(backend: str, model: torch.nn.Module, device: torch.device, dty
         call = ort_model
         channels_last = False
         notes = "ONNX Runtime " + onnxruntime.__version__
+    elif backend == "openvino":
+        if cuda:
+            raise BackendUnavailable("the openvino backend runs on the CPU")
+        if dtype not in fast_backends.OPENVINO_PRECISIONS:
+            raise BackendUnavailable("the openvino backend runs float32 or bfloat16")
+        try:
+            import openvino
+        except ImportError:
+            raise BackendUnavailable("openvino is not installed (pip install 'csnet[openvino]')") from None
+        call = fast_backends.OpenVinoCSNet(fast_backends.openvino_fast_path(model), threads=threads, precision=dtype)
+        channels_last = False
+        notes = f"OpenVINO {openvino.__version__.split('-')[0]}, {fast_backends.OPENVINO_PRECISIONS[dtype]}"
     else:
         fast = optimize_for_inference(model, dtype=dtype, channels_last=channels_last, device=device,
                                       cpu_kernels=False if backend == "compile" else None)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from csnet.cli.main import CLIError
 
-_DEFAULT_BACKENDS = {"cpu": "eager,fast,fast-jit,onnxruntime", "cuda": "eager,fast,cuda-graph"}
+_DEFAULT_BACKENDS = {"cpu": "eager,fast,fast-jit,onnxruntime,openvino", "cuda": "eager,fast,cuda-graph"}
 _DEFAULT_BATCHES = {"cpu": "1", "cuda": "1,10,100,256"}
 
 
@@ -39,8 +39,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                              "BN statistics: same timings as trained weights, checked with denormals flushed)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--backend", default=None,
-                        help="comma-separated: eager, fast, fast-jit, compile, onnxruntime, cuda-graph "
-                             "(default cpu: eager,fast,fast-jit,onnxruntime; cuda: eager,fast,cuda-graph)")
+                        help="comma-separated: eager, fast, fast-jit, compile, onnxruntime, openvino, cuda-graph "
+                             "(default cpu: eager,fast,fast-jit,onnxruntime,openvino; cuda: eager,fast,cuda-graph)")
     parser.add_argument("--batch-sizes", type=_int_list, default=None,
                         help="comma-separated batch sizes (default cpu: 1; cuda: 1,10,100,256)")
     parser.add_argument("--size", type=int, nargs="+", default=[224], metavar="N",
@@ -50,7 +50,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch and ONNX Runtime (default: 2, or the core count if lower)")
     format_group = parser.add_mutually_exclusive_group()
     format_group.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
-                              help="NHWC activations (default: on, except eager on the CPU; onnxruntime is NCHW)")
+                              help="NHWC activations (default: on, except eager on the CPU; onnxruntime and openvino are NCHW)")
     format_group.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     parser.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
     parser.add_argument("--repeat", type=int, default=100, help="timed calls per batch size (default 100)")
@@ -133,7 +133,8 @@ def _run(args: argparse.Namespace, model, device: str, backends: list[str], batc
         env["tune_malloc"] = tune_malloc()
     print(f"csnet benchmark: {args.model} on {device} ({env['gpu'] if device == 'cuda' else env['processor']}), "
           f"{args.dtype}, {height}x{width}, {threads} threads, torch {env['torch']}, "
-          f"onnxruntime {env['onnxruntime'] or 'not installed'}, load average {load_average()}")
+          f"onnxruntime {env['onnxruntime'] or 'not installed'}, openvino {env['openvino'] or 'not installed'}, "
+          f"load average {load_average()}")
 
     if args.end_to_end is not None:
         rows = _end_to_end(args, model, backends[0], device, threads, (height, width), batches[0])

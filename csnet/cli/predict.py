@@ -40,9 +40,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, batch: bool = True) 
                        help="a .safetensors model file, an .onnx export, or a name with bundled weights "
                             "(default: the bundled model)")
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
-    group.add_argument("--backend", default="auto", choices=["auto", "fast", "torch", "onnxruntime"],
-                       help="inference runtime (auto: the fused fast path on CPU, PyTorch on CUDA, ONNX Runtime "
-                            "for .onnx models)")
+    group.add_argument("--backend", default="auto", choices=["auto", "openvino", "fast", "torch", "onnxruntime"],
+                       help="inference runtime (auto: on CPU OpenVINO if installed, else the fused fast path; "
+                            "PyTorch on CUDA; ONNX Runtime for .onnx models)")
     group.add_argument("--size", type=int, default=224, metavar="S",
                        help="inference resolution: images are resized to S x S and the mask back (default 224)")
     group.add_argument("--threads", type=int, default=None, metavar="N",
@@ -64,37 +64,34 @@ def make_predictor(args: argparse.Namespace, model: Any = "__args__"):
     if batch_size < 1:
         raise CLIError(f"--batch-size must be positive, got {batch_size}")
     threads = getattr(args, "threads", None)
-    if threads is not None:
-        if threads < 1:
-            raise CLIError(f"--threads must be positive, got {threads}")
-        import torch
-
-        torch.set_num_threads(threads)  # the CLI owns its process; the library never does this
+    if threads is not None and threads < 1:
+        raise CLIError(f"--threads must be positive, got {threads}")
+    _set_cpu_threads(threads)  # before the backend is built: OpenVINO fixes its thread count when it compiles
     try:
         predictor = Predictor(args.model if model == "__args__" else model, device=args.device, size=args.size,
                               backend=args.backend, batch_size=batch_size, threads=threads)
     except (ModelFileError, BackendError, ImportError) as error:
         raise CLIError(str(error)) from None
-    if predictor.device == "cpu" and predictor.backend_name in ("fast", "torch"):
-        _tune_cpu_process(threads)
+    if predictor.device == "cpu" and predictor.backend_name in ("openvino", "fast", "torch"):
+        from csnet.infer.fast_backends import tune_malloc
+
+        tune_malloc()  # glibc keeps freed activations for the next forward (run G: 19.4 instead of 31.1 ms)
     return predictor
 
 
-def _tune_cpu_process(threads: Optional[int]) -> None:
-    """Process-wide CPU settings the library leaves alone but this process may take (benchmarks/RESULTS.md).
+def _set_cpu_threads(threads: Optional[int]) -> None:
+    """The process's CPU thread count, a setting the library leaves alone but the CLI owns (benchmarks/RESULTS.md).
 
-    One torch thread when the machine is already busy (1-minute load average at least the core count), unless
-    --threads says otherwise: OpenMP threads wait at every op for the one that lost its core (run H:
-    csnet_l_x1 57 ms median with 2 threads beside a training job, 26 ms with 1). And glibc keeps freed
-    activations for the next forward (run G: 19.4 instead of 31.1 ms with 2 threads).
+    ``--threads`` when given; otherwise one thread when the machine is already busy (1-minute load average at
+    least the core count): threads wait at every op for the one that lost its core (run H: csnet_l_x1 57 ms
+    median with 2 threads beside a training job, 26 ms with 1). The torch and OpenVINO backends take torch's count.
     """
     import torch
 
-    from csnet.infer.fast_backends import tune_malloc
-
-    if threads is None and _machine_is_busy():
+    if threads is not None:
+        torch.set_num_threads(threads)
+    elif _machine_is_busy():
         torch.set_num_threads(1)
-    tune_malloc()
 
 
 def _machine_is_busy() -> bool:

@@ -9,6 +9,7 @@ predictor can swap them freely:
 * :func:`compile_fast` - ``torch.compile`` of the core (inductor; compile time is paid on the first call of each
   new shape, see :attr:`CompiledCSNet.compile_seconds`);
 * :class:`OrtCSNet` - the core exported to ONNX in memory and run by ONNX Runtime (needs the ``onnx`` extra);
+* :class:`OpenVinoCSNet` - the same export compiled by OpenVINO's CPU plugin (needs the ``openvino`` extra);
 * :class:`CudaGraphCSNet` - the whole uint8 -> normalized -> logits step captured in one CUDA graph per shape.
 
 :func:`tune_malloc` (opt-in, process-wide) stops glibc from unmapping freed activations after every forward.
@@ -20,19 +21,21 @@ from __future__ import annotations
 
 import copy
 import io
+from collections import OrderedDict
 import logging
 import time
 import warnings
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
 from csnet.infer.fastpath import FastCSNet
 
-__all__ = ["jit_fast", "compile_fast", "CompiledCSNet", "OrtCSNet", "export_core_onnx", "CudaGraphCSNet",
-           "normalize_uint8", "tune_malloc"]
+__all__ = ["jit_fast", "compile_fast", "CompiledCSNet", "OrtCSNet", "OpenVinoCSNet", "export_core_onnx",
+           "openvino_fast_path", "upsample_bilinear", "CudaGraphCSNet", "normalize_uint8", "tune_malloc"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +109,7 @@ def jit_fast(fast: FastCSNet, example: Optional[Tensor] = None) -> FastCSNet:
     with torch.no_grad():
         traced = torch.jit.trace(fast.core, fast.prepare(example.to(device)), check_trace=False)
         frozen = torch.jit.freeze(traced.eval())
-    return FastCSNet(frozen, fast.pad_multiple, fast.in_chans, fast.dtype, fast.channels_last, fast.name).eval()
+    return fast.with_core(frozen).eval()
 
 
 # ------------------------------------------------------------------------------------------- torch.compile
@@ -152,7 +155,8 @@ def compile_fast(fast: FastCSNet, mode: Optional[str] = None, dynamic: bool = Fa
     """
     compiled_core = torch.compile(_plain_convs(fast.core), mode=mode, dynamic=dynamic, fullgraph=True,
                                   backend=backend)
-    out = CompiledCSNet(compiled_core, fast.pad_multiple, fast.in_chans, fast.dtype, fast.channels_last, fast.name)
+    out = CompiledCSNet(compiled_core, fast.pad_multiple, fast.in_chans, fast.dtype, fast.channels_last, fast.name,
+                        fast.logits_stride)
     out.compile_seconds = {}
     return out.eval()
 
@@ -211,8 +215,107 @@ class OrtCSNet:
         height, width = x.shape[-2], x.shape[-1]
         padded = self.fast.prepare(x.detach().to("cpu", torch.float32))
         (logits,) = self.session.run(None, {"image": padded.contiguous().numpy()})
-        out = torch.from_numpy(logits)[..., :height, :width]
-        return out.to(x.dtype)
+        return self.fast.finish(torch.from_numpy(logits), height, width).to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------- OpenVINO
+OPENVINO_PRECISIONS = {torch.float32: "f32", torch.bfloat16: "bf16"}
+
+
+class OpenVinoCSNet:
+    """The fused core compiled by OpenVINO's CPU plugin, behind the FastCSNet contract: torch in, torch out.
+
+    OpenVINO runs every conv in oneDNN's blocked layouts with its bias, PReLU and the gOctConv's cross-scale
+    add fused in as post-ops, so one ILBlock is a handful of kernels instead of a dozen ops. It wants the
+    gOctConv links unmerged (a merged conv's outputs would be split by a slow reference kernel), its bilinear
+    upsamplings as depthwise transposed convs (its conv kernels beat its Interpolate: 1.4 vs 2.6 ms per forward)
+    and the head's one-channel upsampling left out (a 1-of-16-channels blocked upsample costs 0.3 ms; NumPy
+    does it here): :func:`openvino_fast_path`. Measured in ``benchmarks/RESULTS.md``.
+
+    Each input shape is compiled once (0.2 s) with static shapes, which OpenVINO plans better than dynamic ones;
+    the ``max_shapes`` most recent are kept.
+
+    Args:
+        fast: a float32 NCHW :class:`FastCSNet`.
+        threads: CPU threads for inference (default 2: the reference machine's cores).
+        precision: ``torch.float32`` (default; OpenVINO would otherwise pick bf16 on CPUs that have it) or
+            ``torch.bfloat16`` (faster where the CPU has AVX512-BF16/AMX, within ~1e-2 on probabilities).
+    """
+
+    def __init__(self, fast: FastCSNet, threads: int = 2, precision: torch.dtype = torch.float32,
+                 max_shapes: int = 4) -> None:
+        try:
+            import openvino
+        except ImportError as error:  # pragma: no cover - depends on the install
+            raise ImportError("the openvino backend needs the openvino extra: pip install 'csnet[openvino]'") from error
+        if fast.channels_last or fast.dtype != torch.float32:
+            raise ValueError("build the OpenVINO backend from a float32 NCHW fast path (see openvino_fast_path)")
+        if precision not in OPENVINO_PRECISIONS:
+            raise ValueError(f"OpenVINO runs float32 or bfloat16 here, not {precision}")
+        self.fast = fast
+        self.model_bytes = export_core_onnx(fast)
+        self.runtime = openvino.Core()
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": int(threads),
+                       "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision]}
+        self.max_shapes = max_shapes
+        self._requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
+
+    def _request(self, shape: tuple[int, ...]):
+        if shape in self._requests:
+            self._requests.move_to_end(shape)
+            return self._requests[shape]
+        start = time.perf_counter()
+        model = self.runtime.read_model(self.model_bytes)
+        model.reshape(list(shape))
+        request = self.runtime.compile_model(model, "CPU", self.config).create_infer_request()
+        logger.info("OpenVINO: compiled for %s in %.2f s", shape, time.perf_counter() - start)
+        self._requests[shape] = request
+        while len(self._requests) > self.max_shapes:
+            self._requests.popitem(last=False)
+        return request
+
+    def __call__(self, x: Tensor) -> Tensor:
+        # NumPy around the call, not torch: torch's OpenMP threads spin for a while after every parallel op and
+        # take the cores from OpenVINO's threads (csnet_l_x1: 19-33 ms instead of 15 with two torch threads).
+        self.fast.check_input(x)
+        height, width = x.shape[-2], x.shape[-1]
+        images = x.detach().to("cpu", torch.float32).numpy()
+        multiple = self.fast.pad_multiple
+        pad_h, pad_w = (-height) % multiple, (-width) % multiple
+        if pad_h or pad_w:
+            images = np.pad(images, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
+        images = np.ascontiguousarray(images)
+        request = self._request(images.shape)
+        logits = request.infer({0: images}, share_inputs=True)[0]
+        if self.fast.logits_stride != 1:
+            logits = upsample_bilinear(logits, self.fast.logits_stride)
+        return torch.from_numpy(np.ascontiguousarray(logits[..., :height, :width])).to(x.dtype)
+
+
+def upsample_bilinear(array: np.ndarray, factor: int) -> np.ndarray:
+    """``... x H x W`` -> ``... x factor*H x factor*W``, bilinear with ``align_corners=False`` (PyTorch's
+    ``F.interpolate(..., scale_factor=factor, mode="bilinear")``, within float rounding), in NumPy."""
+
+    def along(values: np.ndarray, axis: int) -> np.ndarray:
+        size = values.shape[axis]
+        source = np.maximum((np.arange(size * factor, dtype=np.float64) + 0.5) / factor - 0.5, 0.0)
+        low = np.minimum(np.floor(source).astype(np.int64), size - 1)
+        high = np.minimum(low + 1, size - 1)
+        shape = [1] * values.ndim
+        shape[axis] = -1
+        weight = (source - low).astype(values.dtype).reshape(shape)
+        low_values, high_values = np.take(values, low, axis=axis), np.take(values, high, axis=axis)
+        return low_values + weight * (high_values - low_values)
+
+    return along(along(array, array.ndim - 2), array.ndim - 1)
+
+
+def openvino_fast_path(model: nn.Module) -> FastCSNet:
+    """The fast-path variant :class:`OpenVinoCSNet` runs best (see there)."""
+    from csnet.infer.fastpath import optimize_for_inference
+
+    return optimize_for_inference(model, channels_last=False, device="cpu", merge_links=False,
+                                  upsample_logits=False, upsample_by_deconv=True)
 
 
 # ---------------------------------------------------------------------------------------------- CUDA graphs

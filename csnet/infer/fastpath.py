@@ -136,6 +136,7 @@ class _UpsampledInputsPlan:
     """A 1x1 multi-scale -> one-scale gOctConv with the coarse inputs upsampled first, then one conv."""
 
     sources: list[int]
+    channels: tuple[int, ...]  # input channels per scale
     weight: str
     bias: str
     prelu: tuple[str, int]
@@ -157,8 +158,11 @@ class _FusedCore(nn.Module):
     """
 
     def __init__(self, model: CSNet, merge_links: bool = True, upsample_inputs: bool = True,
-                 cpu_nhwc: bool = False, onednn_convs: bool = False) -> None:
+                 cpu_nhwc: bool = False, onednn_convs: bool = False, upsample_logits: bool = True,
+                 upsample_by_deconv: bool = False) -> None:
         super().__init__()
+        self.upsample_logits = upsample_logits
+        self.upsample_by_deconv = upsample_by_deconv
         self._count = 0
         self.merge_links = merge_links
         self.cpu_nhwc = cpu_nhwc
@@ -194,6 +198,11 @@ class _FusedCore(nn.Module):
         self.head_bias = self._buffer(head.bias.detach().double() if head.bias is not None
                                       else torch.zeros(head.out_channels, dtype=torch.float64))
         self.out_factor = config.stage_stride(self.fusion_stages[0])
+        self.deconv_kernels: dict[int, str] = {}
+        if upsample_by_deconv:  # every power-of-two factor the network can ask for
+            for factor in (2 ** n for n in range(1, int(math.log2(config.pad_multiple)) + 1)):
+                taps = 1.0 - (torch.arange(2 * factor, dtype=torch.float64) + 0.5 - factor).abs() / factor
+                self.deconv_kernels[factor] = self._buffer((taps[:, None] * taps[None, :])[None, None])
 
     # -------------------------------------------------------------------------------------------- build
     def _buffer(self, value: Tensor) -> str:
@@ -321,15 +330,26 @@ class _FusedCore(nn.Module):
                 bias = bias + conv.link_conv((i, j)).bias.detach().double()
         return _UpsampledInputsPlan(
             sources=sources,
+            channels=tuple(conv.in_channels),
             weight=self._buffer(weight * scale[:, None, None, None]),
             bias=self._buffer(scale * bias + shift),
             prelu=self._prelus(norm_act, [j], base_stride)[j],
         )
 
     # ------------------------------------------------------------------------------------------ forward
-    @staticmethod
-    def _up(t: Tensor, factor: int) -> Tensor:
-        return F.interpolate(t, scale_factor=float(factor), mode="bilinear", align_corners=False)
+    def _up(self, t: Tensor, factor: int, channels: int) -> Tensor:
+        """Bilinear upsampling by ``factor`` (align_corners=False), optionally as a depthwise transposed conv.
+
+        The transposed-conv form is exact: with the input edge-replicated by one pixel, output ``o`` of a
+        stride-``f`` transposed conv with the separable kernel ``w[t] = 1 - |t + 1/2 - f| / f`` (``t < 2f``) and
+        padding ``3f/2`` blends the same two inputs with the same weights as the bilinear formula, clamped
+        border included. OpenVINO runs it in its conv kernels, faster than its Interpolate.
+        """
+        if not self.upsample_by_deconv:
+            return F.interpolate(t, scale_factor=float(factor), mode="bilinear", align_corners=False)
+        kernel = getattr(self, self.deconv_kernels[factor]).expand(channels, 1, 2 * factor, 2 * factor)
+        padded = F.pad(t, (1, 1, 1, 1), mode="replicate")
+        return F.conv_transpose2d(padded, kernel, None, stride=factor, padding=3 * factor // 2, groups=channels)
 
     def _act(self, x: Tensor, prelu: tuple[str, int]) -> Tensor:
         name, tile = prelu
@@ -381,7 +401,7 @@ class _FusedCore(nn.Module):
                 else:
                     if self.cpu_nhwc and not single:  # a channel slice of NHWC is strided: 2x slower to upsample
                         part = part.contiguous(memory_format=torch.channels_last)
-                    upsampled.setdefault(j, []).append(self._up(part, 2 ** (unit.res - j)))
+                    upsampled.setdefault(j, []).append(self._up(part, 2 ** (unit.res - j), stop - start))
         outs: list[Optional[Tensor]] = [None] * plan.n_out
         for j, prelu in plan.prelus.items():
             terms = ([direct[j]] if j in direct else []) + upsampled.get(j, [])
@@ -406,7 +426,7 @@ class _FusedCore(nn.Module):
         for i in plan.sources:
             t = xs[i]
             assert t is not None
-            parts.append(t if i == 0 else self._up(t, 2 ** i))
+            parts.append(t if i == 0 else self._up(t, 2 ** i, plan.channels[i]))
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         return self._act(self._conv(x, plan.weight, plan.bias, 0, 1, 1, self.dilated_plan.base_stride), plan.prelu)
 
@@ -427,8 +447,8 @@ class _FusedCore(nn.Module):
             merged = self._run_goct(self.merge_plan, fused)[0]
             assert merged is not None
         logits = F.conv2d(merged, getattr(self, self.head_weight), getattr(self, self.head_bias))
-        if self.out_factor != 1:
-            logits = self._up(logits, self.out_factor)
+        if self.upsample_logits and self.out_factor != 1:
+            logits = self._up(logits, self.out_factor, 1)
         return logits
 
 
@@ -440,11 +460,12 @@ class FastCSNet(nn.Module):
     ``forward``: ``B x 3 x H x W`` float tensor (any size; ImageNet-normalized) -> ``B x 1 x H x W`` logits in the
     input's dtype. The input is converted to the module's dtype and memory format inside. ``core`` is the
     straight-line ``torch.fx.GraphModule`` that runs on padded inputs; swap it (``torch.jit`` / ``torch.compile``)
-    without touching the padding logic.
+    without touching the padding logic. With ``logits_stride`` > 1 the core's logits are that many times smaller
+    than its input and :meth:`finish` upsamples them (bilinear, as the model does).
     """
 
     def __init__(self, core: nn.Module, pad_multiple: int, in_chans: int, dtype: torch.dtype,
-                 channels_last: bool, name: str = "") -> None:
+                 channels_last: bool, name: str = "", logits_stride: int = 1) -> None:
         super().__init__()
         self.core = core
         self.pad_multiple = pad_multiple
@@ -452,6 +473,12 @@ class FastCSNet(nn.Module):
         self.dtype = dtype
         self.channels_last = channels_last
         self.name = name
+        self.logits_stride = logits_stride
+
+    def with_core(self, core: nn.Module) -> "FastCSNet":
+        """The same wrapper (padding, dtype, layout, logits stride) around another runtime of the core."""
+        return type(self)(core, self.pad_multiple, self.in_chans, self.dtype, self.channels_last, self.name,
+                          self.logits_stride)
 
     def check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
@@ -471,12 +498,18 @@ class FastCSNet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def forward(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        height, width = x.shape[-2], x.shape[-1]
-        logits = self.core(self.prepare(x))
+    def finish(self, logits: Tensor, height: int, width: int) -> Tensor:
+        """The core's logits -> full-size logits cropped to ``height x width`` (the unpadded input)."""
+        if self.logits_stride != 1:
+            logits = F.interpolate(logits, scale_factor=float(self.logits_stride), mode="bilinear",
+                                   align_corners=False)
         if logits.shape[-2] != height or logits.shape[-1] != width:
             logits = logits[..., :height, :width]
+        return logits
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        logits = self.finish(self.core(self.prepare(x)), x.shape[-2], x.shape[-1])
         return logits.to(x.dtype) if logits.dtype != x.dtype else logits
 
     def extra_repr(self) -> str:
@@ -502,6 +535,8 @@ def optimize_for_inference(
     merge_links: bool = True,
     upsample_inputs: bool = True,
     cpu_kernels: Optional[bool] = None,
+    upsample_logits: bool = True,
+    upsample_by_deconv: bool = False,
 ) -> FastCSNet:
     """The inference fast path of ``model``: BN folded, gOctConv links merged, straight-line code.
 
@@ -516,6 +551,11 @@ def optimize_for_inference(
         upsample_inputs: in the last fusion gOctConv, upsample the inputs and run one conv (off: per link).
         cpu_kernels: the NHWC CPU replacements of :class:`_FusedCore` (tiled PReLU, strided max-pool, direct
             oneDNN convs); default: on for channels_last on the CPU. ``torch.compile`` does better without them.
+        upsample_logits: the core ends with the head's bilinear upsampling to full size (off: the core returns
+            logits at the head's stride and :meth:`FastCSNet.finish` upsamples them; runtimes that upsample one
+            channel badly, like OpenVINO's blocked layouts, export the core without it).
+        upsample_by_deconv: every bilinear upsampling as an exact depthwise transposed conv (see
+            ``_FusedCore._up``; for OpenVINO, whose conv kernels beat its Interpolate).
 
     Returns:
         a :class:`FastCSNet` in eval mode with no parameters (only buffers).
@@ -533,9 +573,10 @@ def optimize_for_inference(
         if cpu_nhwc and not channels_last:
             raise ValueError("cpu_kernels need channels_last=True")
         core = _FusedCore(model, merge_links=merge_links, upsample_inputs=upsample_inputs, cpu_nhwc=cpu_nhwc,
-                          onednn_convs=cpu_nhwc and dtype == torch.float32 and torch.backends.mkldnn.is_available())
+                          onednn_convs=cpu_nhwc and dtype == torch.float32 and torch.backends.mkldnn.is_available(),
+                          upsample_logits=upsample_logits, upsample_by_deconv=upsample_by_deconv)
         traced = torch.fx.symbolic_trace(core)
     traced.to(device=device, dtype=dtype)
     fast = FastCSNet(traced, model.config.pad_multiple, model.config.in_chans, dtype, channels_last,
-                     name=model.config.name)
+                     name=model.config.name, logits_stride=1 if upsample_logits else core.out_factor)
     return fast.eval()

@@ -175,20 +175,27 @@ def resolve_model(model: ModelSource) -> tuple[Union[nn.Module, str], str]:
 def choose_backend(requested: str, device: str, onnx_file: bool) -> str:
     """The backend ``"auto"`` stands for, or a check that ``requested`` fits.
 
-    ``auto``: an ``.onnx`` model runs on ONNX Runtime; any other model runs the fast path (``fast``) on the CPU,
-    the fastest CPU runtime measured (``benchmarks/RESULTS.md`` runs A-G: csnet_l_x1 at 224, 2 threads, 19-31 ms
-    median against 33-52 ms in ONNX Runtime and 56-117 ms eager), and PyTorch on CUDA (the fast path there is tested for
-    equality but not yet measured on a GPU).
+    ``auto``: an ``.onnx`` model runs on ONNX Runtime; any other model runs, on the CPU, OpenVINO when it is
+    installed (``csnet[openvino]``; fastest measured, ``benchmarks/RESULTS.md`` run J) and otherwise the fast path
+    (``fast``: csnet_l_x1 at 224, 2 threads, 19-31 ms median in runs A-G against 33-52 ms in ONNX Runtime and
+    56-117 ms eager), and PyTorch on CUDA (the fast path there is tested for equality but not yet measured on
+    a GPU).
     """
     requested = (requested or "auto").lower()
     if requested == "auto":
         if onnx_file:
             return "onnxruntime"
-        return "fast" if device == "cpu" else "torch"
+        if device != "cpu":
+            return "torch"
+        return "openvino" if backend_class("openvino").available() else "fast"
     backend_class(requested)  # unknown names raise here
     if onnx_file and requested != "onnxruntime":
         raise BackendError(f"an .onnx model runs on the onnxruntime backend, not {requested!r}")
     return requested
+
+
+_AUTO_FALLBACK = {"openvino": "fast", "fast": "torch"}
+"""Where ``backend="auto"`` goes when its first choice cannot run this model here."""
 
 
 @dataclass
@@ -206,9 +213,11 @@ class Predictor:
             ``csnet.create_model("csnet_l_x1")`` with your own weights).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         size: network input side (or ``(height, width)``); 224 is the training and test resolution.
-        backend: ``"auto"``, ``"fast"``, ``"torch"`` or ``"onnxruntime"`` (see :func:`choose_backend`).
+        backend: ``"auto"``, ``"openvino"``, ``"fast"``, ``"torch"`` or ``"onnxruntime"`` (see
+            :func:`choose_backend`).
         batch_size: images per forward pass when given a list.
-        threads: intra-op threads of the ONNX Runtime backend (``None``: one per core).
+        threads: threads of the OpenVINO (``None``: torch's thread count) and ONNX Runtime (``None``: one per
+            core) backends.
         cache_dir: where ONNX exports of ``.safetensors``/module models are kept (``None``: the
             user cache, ``$CSNET_CACHE`` or ``~/.cache/csnet``; ``False``: export in memory each time).
         max_pixels: images above this many pixels are refused (decompression bombs).
@@ -232,15 +241,18 @@ class Predictor:
         onnx_file = isinstance(source, str)
         self.backend_name = choose_backend(backend, self.device, onnx_file)
         self.module: Optional[nn.Module] = None if onnx_file else source  # type: ignore[assignment]
-        try:
-            self.backend: Backend = self._make_backend(source, threads, cache_dir)
-        except Exception as error:  # noqa: BLE001 - auto may fall back; an explicit choice may not
-            if (backend or "auto").lower() != "auto" or onnx_file or self.backend_name == "torch":
-                raise
-            log.warning("%s backend unavailable for %s (%s); using PyTorch", self.backend_name, self.name,
-                        " ".join(str(error).split())[:200])
-            self.backend_name = "torch"
-            self.backend = self._make_backend(source, threads, cache_dir)
+        auto = (backend or "auto").lower() == "auto" and not onnx_file
+        while True:
+            try:
+                self.backend: Backend = self._make_backend(source, threads, cache_dir)
+                break
+            except Exception as error:  # noqa: BLE001 - auto falls back (openvino -> fast -> torch); a choice may not
+                fallback = _AUTO_FALLBACK.get(self.backend_name)
+                if not auto or fallback is None:
+                    raise
+                log.warning("%s backend unavailable for %s (%s); using %s", self.backend_name, self.name,
+                            " ".join(str(error).split())[:200], fallback)
+                self.backend_name = fallback
         self._lock = threading.Lock()
         log.debug("predictor %s on %s/%s at %s", self.name, self.backend_name, self.device, self.size)
 
@@ -249,6 +261,8 @@ class Predictor:
         cls = backend_class(self.backend_name)
         if self.backend_name in ("torch", "fast"):
             return cls(source, device=self.device)
+        if self.backend_name == "openvino":
+            return cls(source, device=self.device, threads=threads)
         if not cls.available():
             raise BackendError("the onnxruntime backend needs onnxruntime: pip install 'csnet[onnx]'")
         if isinstance(source, str):

@@ -56,6 +56,19 @@ def test_benchmark_onnxruntime_and_preprocess(tmp_path):
         assert row["max_abs_diff"] < 1e-4
 
 
+def test_benchmark_openvino_in_float32_and_bfloat16(tmp_path):
+    pytest.importorskip("openvino")
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / f"{dtype}.json"
+        code = main(["benchmark", "--backend", "openvino", "--dtype", dtype, "--size", "48", "64", "--warmup", "1",
+                     "--repeat", "2", "--threads", "1", "--json", str(out)])
+        assert code == 0
+        (row,) = _rows(out)
+        assert row["backend"] == "openvino" and row["dtype"] == dtype and row["median_ms"] > 0
+        assert row["environment"]["openvino"] and "OpenVINO" in row["notes"]
+        assert row["max_abs_diff"] < (1e-4 if dtype == "float32" else 0.1)
+
+
 def test_benchmark_reports_unavailable_backends_and_bad_arguments(tmp_path, capsys):
     out = tmp_path / "rows.json"
     threads_before = torch.get_num_threads()

@@ -65,7 +65,9 @@ def test_fast_path_matches_reference_fp32(models, references, name, size):
     {"channels_last": False},
     {"merge_links": False, "upsample_inputs": False},
     {"merge_links": False, "channels_last": False},
-], ids=["nchw", "per_link", "per_link_nchw"])
+    {"upsample_by_deconv": True},
+    {"merge_links": False, "channels_last": False, "upsample_logits": False, "upsample_by_deconv": True},
+], ids=["nchw", "per_link", "per_link_nchw", "deconv_upsampling", "openvino_variant"])
 @pytest.mark.parametrize("name", csnet.list_models())
 def test_fast_path_options_match_reference(models, references, options, name):
     fast = optimize_for_inference(models[name], **options)
@@ -183,6 +185,76 @@ def test_onnxruntime_backend_matches(models, references):
             out = ort_model(_input(*size))
             assert out.shape == references[(name, size)].shape
             assert (out - references[(name, size)]).abs().max().item() < FP32_ATOL
+
+
+def test_low_resolution_core_is_finished_by_the_wrapper(models, references):
+    # upsample_logits=False: the core stops at the head's stride and FastCSNet.finish upsamples
+    fast = optimize_for_inference(models["csnet_l_x1"], upsample_logits=False)
+    assert fast.logits_stride == 2
+    with torch.inference_mode():
+        padded = fast.prepare(_input(*SMALL))
+        assert fast.core(padded).shape[-2:] == (padded.shape[-2] // 2, padded.shape[-1] // 2)
+        assert (fast(_input(*SMALL)) - references[("csnet_l_x1", SMALL)]).abs().max().item() < FP32_ATOL
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+@pytest.mark.parametrize("shape", [(1, 1, 112, 112), (2, 3, 7, 5), (1, 1, 1, 1)])
+def test_numpy_bilinear_upsampling_matches_torch(factor, shape):
+    from csnet.infer.fast_backends import upsample_bilinear
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(factor))
+    expected = torch.nn.functional.interpolate(x, scale_factor=float(factor), mode="bilinear", align_corners=False)
+    out = upsample_bilinear(x.numpy(), factor)
+    assert out.shape == tuple(expected.shape) and out.dtype == np.float32
+    assert np.abs(out - expected.numpy()).max() < 1e-6
+
+
+@pytest.fixture(scope="module")
+def openvino_models(models):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    from csnet.infer.fast_backends import OpenVinoCSNet, openvino_fast_path
+
+    return {name: OpenVinoCSNet(openvino_fast_path(models[name]), threads=2) for name in ("csnet_l_x1", "csnet_x2")}
+
+
+@pytest.mark.parametrize("name", ["csnet_l_x1", "csnet_x2"])
+def test_openvino_backend_matches(openvino_models, references, name):
+    ov_model = openvino_models[name]
+    for size in SIZES + [SMALL]:
+        out = ov_model(_input(*size))
+        expected = references[(name, size)]
+        assert out.shape == expected.shape and out.dtype == torch.float32
+        assert (out - expected).abs().max().item() < FP32_ATOL
+    assert len(ov_model._requests) == 3  # one static compile per padded shape
+
+
+def test_openvino_keeps_few_compiled_shapes_and_refuses_wrong_builds(models):
+    pytest.importorskip("openvino")
+    from csnet.infer.fast_backends import OpenVinoCSNet, openvino_fast_path
+
+    ov_model = OpenVinoCSNet(openvino_fast_path(models["csnet_l_x1"]), threads=1, max_shapes=2)
+    for height in (32, 64, 96, 64):
+        ov_model(_input(1, height, 32))
+    assert list(ov_model._requests) == [(1, 3, 96, 32), (1, 3, 64, 32)]  # most recently used last, oldest dropped
+    with pytest.raises(ValueError, match="NCHW"):
+        OpenVinoCSNet(optimize_for_inference(models["csnet_l_x1"]))
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        OpenVinoCSNet(openvino_fast_path(models["csnet_l_x1"]), precision=torch.float16)
+
+
+def test_openvino_bfloat16_is_close_on_probabilities(models):
+    pytest.importorskip("openvino")
+    from csnet.infer.fast_backends import OpenVinoCSNet, openvino_fast_path
+
+    model = models["csnet_l_x1"]
+    ov_model = OpenVinoCSNet(openvino_fast_path(model), threads=2, precision=torch.bfloat16)
+    x = _input(*SIZES[0])
+    with torch.inference_mode():
+        expected = torch.sigmoid(model(x))
+    error = (torch.sigmoid(ov_model(x)) - expected).abs()
+    # CPUs without bf16 units run it in fp32 (error ~1e-7); with them, bf16 must stay within 1e-2 on average
+    assert error.mean().item() < 1e-2
 
 
 @pytest.mark.parametrize("cpu_kernels", [False, None], ids=["plain", "nhwc_kernels"])

@@ -177,23 +177,32 @@ def test_model_and_backend_errors(tmp_path):
             resolve_device("cuda")
 
 
-def test_auto_backend_choice():
+def test_auto_backend_choice(monkeypatch):
+    from csnet.infer.backends.openvino_backend import OpenVinoBackend
+
     assert choose_backend("auto", "cpu", onnx_file=True) == "onnxruntime"
     assert choose_backend("auto", "cuda", onnx_file=False) == "torch"
+    monkeypatch.setattr(OpenVinoBackend, "available", classmethod(lambda cls: True))
+    assert choose_backend("auto", "cpu", onnx_file=False) == "openvino"
+    monkeypatch.setattr(OpenVinoBackend, "available", classmethod(lambda cls: False))
     assert choose_backend("auto", "cpu", onnx_file=False) == "fast"
     assert choose_backend("torch", "cpu", onnx_file=False) == "torch"
     assert "fast" in available_backends()
 
 
-def test_fast_backend_matches_torch_on_any_size():
+@pytest.mark.parametrize("backend", ["fast", "openvino"])
+def test_fused_backends_match_torch_on_any_size(backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
     model = shared_predictor().module
     images = [gradient_image(40, 60), gradient_image(75, 31, seed=3)]
-    fast = Predictor(model, size=SIZE)  # auto on the CPU: the traced fast path
-    assert fast.backend_name == "fast" and fast.describe()["backend"] == "fast"
-    assert fast.backend.runtime == "fast-jit"
-    for size in (SIZE, (48, 80)):  # the fast path pads to its multiple of 16 and crops back
+    chosen = Predictor(model, backend=backend, size=SIZE)
+    assert chosen.backend_name == backend and chosen.describe()["backend"] == backend
+    if backend == "fast":
+        assert chosen.backend.runtime == "fast-jit"
+    for size in (SIZE, (48, 80)):  # the fused paths pad to their multiple of 16 and crop back
         torch_predictor = Predictor(model, backend="torch", size=size)
-        fast = Predictor(model, backend="fast", size=size)
+        fast = Predictor(model, backend=backend, size=size)
         batch = np.stack([torch_predictor.preprocess(image) for image in images])
         want, got = torch_predictor.infer(batch), fast.infer(batch)
         # fp32 rounding through ~40 layers grows with the logits (up to ~7 here): 1e-4 relative to them.
@@ -205,6 +214,8 @@ def test_fast_backend_matches_torch_on_any_size():
 def test_fast_backend_refuses_models_it_does_not_know():
     with pytest.raises(BackendError, match="CSNet"):
         Predictor(torch.nn.Conv2d(3, 1, 1), backend="fast")
+    with pytest.raises(BackendError, match="CSNet"):
+        Predictor(torch.nn.Conv2d(3, 1, 1), backend="openvino")
     predictor = Predictor(torch.nn.Conv2d(3, 1, 1), size=SIZE)  # auto falls back to PyTorch
     assert predictor.backend_name == "torch"
 
@@ -249,14 +260,18 @@ def test_onnxruntime_backend_exports_model_files_once_into_the_cache(tmp_path, m
     assert len(calls) == 2 and len(list((tmp_path / "onnx").glob("*.onnx"))) == 1  # in memory
 
 
-def test_auto_falls_back_to_torch_when_the_fast_path_fails(monkeypatch, caplog):
-    from csnet.infer.backends import fast_backend
+def test_auto_falls_back_openvino_then_fast_then_torch(monkeypatch, caplog):
+    from csnet.infer.backends import fast_backend, openvino_backend
 
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operator")
 
+    monkeypatch.setattr(openvino_backend.OpenVinoBackend, "available", classmethod(lambda cls: True))
+    monkeypatch.setattr(openvino_backend.OpenVinoBackend, "__init__", broken)
+    predictor = Predictor(model_file(), backend="auto", device="cpu", size=SIZE)
+    assert predictor.backend_name == "fast" and "openvino backend unavailable" in caplog.text
     monkeypatch.setattr(fast_backend.FastBackend, "__init__", broken)
     predictor = Predictor(model_file(), backend="auto", device="cpu", size=SIZE)
-    assert predictor.backend_name == "torch" and "unsupported operator" in caplog.text
+    assert predictor.backend_name == "torch" and "fast backend unavailable" in caplog.text
     with pytest.raises(RuntimeError, match="unsupported"):
         Predictor(model_file(), backend="fast", size=SIZE)  # an explicit choice does not fall back

@@ -27,6 +27,7 @@ BACKENDS: dict[str, str] = {
     "torch": "csnet.infer.backends.torch_backend:TorchBackend",
     "fast": "csnet.infer.backends.fast_backend:FastBackend",
     "onnxruntime": "csnet.infer.backends.onnxruntime_backend:OnnxRuntimeBackend",
+    "openvino": "csnet.infer.backends.openvino_backend:OpenVinoBackend",
 }
 
 
