@@ -11,6 +11,11 @@ straight-line core (NHWC, the ``fast`` backend) with a wall clock around each ca
 grouped by op, beside the core's own uninterrupted forward time:
 
     python benchmarks/profile_ops.py --model csnet_l_x1 --threads 1 --per-node
+
+``--openvino`` reads OpenVINO's own per-layer counters (``PERF_COUNT``) for the ``openvino`` backend instead,
+grouped by the layer kind and kernel OpenVINO ran (its fused layers carry the names of the ops they absorbed):
+
+    python benchmarks/profile_ops.py --model csnet_l_x1 --threads 2 --openvino --iters 50
 """
 from __future__ import annotations
 
@@ -98,6 +103,30 @@ def per_node(core: torch.fx.GraphModule, x: torch.Tensor, iters: int) -> tuple[d
     return {k: v / iters * 1e3 for k, v in seconds.items()}, direct
 
 
+def openvino_layers(model: torch.nn.Module, x: torch.Tensor, threads: int, iters: int
+                    ) -> tuple[dict[tuple[str, str], list[float]], float]:
+    """OpenVINO's per-layer wall ms per forward, keyed by (layer kind, kernel): [ms, layers], and the summed total."""
+    from csnet.infer.fast_backends import OpenVinoCSNet, openvino_fast_path
+
+    runner = OpenVinoCSNet(openvino_fast_path(model), threads=threads)
+    runner.config["PERF_COUNT"] = True
+    runner(x)  # compiles for this shape
+    (request,) = runner._requests.values()
+    for _ in range(10):
+        runner(x)
+    layers: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
+    for _ in range(iters):
+        runner(x)
+        for info in request.profiling_info:
+            if info.status == info.Status.EXECUTED:
+                entry = layers[(info.node_type, info.exec_type)]
+                entry[0] += info.real_time.total_seconds() * 1e3 / iters
+                entry[1] += 1
+    for entry in layers.values():
+        entry[1] //= iters
+    return dict(layers), sum(entry[0] for entry in layers.values())
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="csnet_l_x1")
@@ -106,10 +135,22 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--per-node", action="store_true", help="time the fast core node by node instead")
+    parser.add_argument("--openvino", action="store_true", help="OpenVINO's per-layer counters instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = randomize_batch_norm(csnet.create_model(args.model), torch.Generator().manual_seed(0)).eval()
     x = torch.randn(1, 3, args.size, args.size)
+    if args.openvino:
+        layers, total = openvino_layers(model, x, args.threads, args.iters)
+        print(f"{args.model} {args.size}x{args.size}, batch 1, {args.threads} thread(s), {args.iters} forwards, "
+              f"load {os.getloadavg()}; OpenVINO layers: {total:.2f} ms per forward summed")
+        for (kind, kernel), (value, count) in sorted(layers.items(), key=lambda kv: -kv[1][0]):
+            print(f"{kind:<30}{kernel:<26}{count:5d} layers {value:8.2f} ms ({100 * value / total:4.1f}%)")
+        if args.json:
+            rows = [{"layer": kind, "kernel": kernel, "ms": value, "layers": count}
+                    for (kind, kernel), (value, count) in layers.items()]
+            args.json.write_text(json.dumps({"argv": sys.argv[1:], "total_ms": total, "layers": rows}, indent=1))
+        return 0
     if args.per_node:
         fast = optimize_for_inference(model)
         ms, direct = per_node(fast.core, fast.prepare(x), args.iters)

@@ -20,6 +20,7 @@ is :mod:`csnet.infer.onnx_export`.
 from __future__ import annotations
 
 import copy
+import functools
 import io
 from collections import OrderedDict
 import logging
@@ -297,17 +298,22 @@ def upsample_bilinear(array: np.ndarray, factor: int) -> np.ndarray:
     ``F.interpolate(..., scale_factor=factor, mode="bilinear")``, within float rounding), in NumPy."""
 
     def along(values: np.ndarray, axis: int) -> np.ndarray:
-        size = values.shape[axis]
-        source = np.maximum((np.arange(size * factor, dtype=np.float64) + 0.5) / factor - 0.5, 0.0)
-        low = np.minimum(np.floor(source).astype(np.int64), size - 1)
-        high = np.minimum(low + 1, size - 1)
+        low, high, weight = _bilinear_taps(values.shape[axis], factor, values.dtype.str)
         shape = [1] * values.ndim
         shape[axis] = -1
-        weight = (source - low).astype(values.dtype).reshape(shape)
-        low_values, high_values = np.take(values, low, axis=axis), np.take(values, high, axis=axis)
-        return low_values + weight * (high_values - low_values)
+        low_values = np.take(values, low, axis=axis)
+        return low_values + weight.reshape(shape) * (np.take(values, high, axis=axis) - low_values)
 
     return along(along(array, array.ndim - 2), array.ndim - 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _bilinear_taps(size: int, factor: int, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output index: the two source indices and the weight of the second (clamped at the borders)."""
+    source = np.maximum((np.arange(size * factor, dtype=np.float64) + 0.5) / factor - 0.5, 0.0)
+    low = np.minimum(np.floor(source).astype(np.intp), size - 1)
+    high = np.minimum(low + 1, size - 1)
+    return low, high, (source - low).astype(dtype)
 
 
 def openvino_fast_path(model: nn.Module) -> FastCSNet:
