@@ -22,11 +22,12 @@ from __future__ import annotations
 import copy
 import functools
 import io
-from collections import OrderedDict
 import logging
+import os
 import time
 import warnings
-from typing import Callable, Optional
+from collections import OrderedDict
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -233,18 +234,21 @@ class OpenVinoCSNet:
     and the head's one-channel upsampling left out (a 1-of-16-channels blocked upsample costs 0.3 ms; NumPy
     does it here): :func:`openvino_fast_path`. Measured in ``benchmarks/RESULTS.md``.
 
-    Each input shape is compiled once (0.2 s) with static shapes, which OpenVINO plans better than dynamic ones;
-    the ``max_shapes`` most recent are kept.
+    Each input shape is compiled once (0.2-0.7 s) with static shapes, which OpenVINO plans better than dynamic
+    ones; the ``max_shapes`` most recent are kept.
 
     Args:
         fast: a float32 NCHW :class:`FastCSNet`.
         threads: CPU threads for inference (default 2: the reference machine's cores).
         precision: ``torch.float32`` (default; OpenVINO would otherwise pick bf16 on CPUs that have it) or
             ``torch.bfloat16`` (faster where the CPU has AVX512-BF16/AMX, within ~1e-2 on probabilities).
+        model_bytes: ``fast``'s core already exported by :func:`export_core_onnx` (skips the 0.4 s export).
+        cache_dir: where OpenVINO keeps compiled models between processes (``None``: compile every time).
     """
 
     def __init__(self, fast: FastCSNet, threads: int = 2, precision: torch.dtype = torch.float32,
-                 max_shapes: int = 4) -> None:
+                 max_shapes: int = 4, model_bytes: Optional[bytes] = None,
+                 cache_dir: Optional[Union[str, os.PathLike]] = None) -> None:
         try:
             import openvino
         except ImportError as error:  # pragma: no cover - depends on the install
@@ -254,8 +258,10 @@ class OpenVinoCSNet:
         if precision not in OPENVINO_PRECISIONS:
             raise ValueError(f"OpenVINO runs float32 or bfloat16 here, not {precision}")
         self.fast = fast
-        self.model_bytes = export_core_onnx(fast)
+        self.model_bytes = model_bytes if model_bytes is not None else export_core_onnx(fast)
         self.runtime = openvino.Core()
+        if cache_dir is not None:
+            self.runtime.set_property({"CACHE_DIR": str(cache_dir)})
         self.config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": int(threads),
                        "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision]}
         self.max_shapes = max_shapes
@@ -269,7 +275,7 @@ class OpenVinoCSNet:
         model = self.runtime.read_model(self.model_bytes)
         model.reshape(list(shape))
         request = self.runtime.compile_model(model, "CPU", self.config).create_infer_request()
-        logger.info("OpenVINO: compiled for %s in %.2f s", shape, time.perf_counter() - start)
+        logger.debug("OpenVINO: compiled for %s in %.2f s", shape, time.perf_counter() - start)
         self._requests[shape] = request
         while len(self._requests) > self.max_shapes:
             self._requests.popitem(last=False)

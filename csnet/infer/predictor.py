@@ -218,8 +218,9 @@ class Predictor:
         batch_size: images per forward pass when given a list.
         threads: threads of the OpenVINO (``None``: torch's thread count) and ONNX Runtime (``None``: one per
             core) backends.
-        cache_dir: where ONNX exports of ``.safetensors``/module models are kept (``None``: the
-            user cache, ``$CSNET_CACHE`` or ``~/.cache/csnet``; ``False``: export in memory each time).
+        cache_dir: where ONNX exports and OpenVINO's compiled models of ``.safetensors``/module models are
+            kept (``None``: the user cache, ``$CSNET_CACHE`` or ``~/.cache/csnet``; ``False``: build in memory
+            each time).
         max_pixels: images above this many pixels are refused (decompression bombs).
 
     Raises:
@@ -261,18 +262,18 @@ class Predictor:
         cls = backend_class(self.backend_name)
         if self.backend_name in ("torch", "fast"):
             return cls(source, device=self.device)
+        if cache_dir is None or cache_dir is True:
+            from csnet.infer.cache import default_cache_dir
+
+            cache_dir = default_cache_dir()
+        cache = None if cache_dir is False else cache_dir
         if self.backend_name == "openvino":
-            return cls(source, device=self.device, threads=threads)
+            return cls(source, device=self.device, threads=threads, cache_dir=cache)
         if not cls.available():
             raise BackendError("the onnxruntime backend needs onnxruntime: pip install 'csnet[onnx]'")
         if isinstance(source, str):
             return cls(source, device=self.device, threads=threads)
-        if cache_dir is None or cache_dir is True:
-            from csnet.infer.backends.onnxruntime_backend import default_cache_dir
-
-            cache_dir = default_cache_dir()
-        return cls.from_module(source, device=self.device, threads=threads,
-                               cache_dir=None if cache_dir is False else cache_dir)
+        return cls.from_module(source, device=self.device, threads=threads, cache_dir=cache)
 
     # -- the three stages (also used by the CLI's pipeline and the service's micro-batcher) -----
 

@@ -243,11 +243,11 @@ def test_onnxruntime_backend_exports_model_files_once_into_the_cache(tmp_path, m
     pytest.importorskip("onnxruntime")
     import csnet.infer.onnx_export as onnx_export
 
-    calls = []
+    calls, exported = [], onnx_file().read_bytes()  # made before the patch: onnx_file() exports too
 
     def fake_export(model, **kwargs):  # the real export is tested in test_onnx_export.py
         calls.append(model)
-        return onnx_file().read_bytes()
+        return exported
 
     monkeypatch.setattr(onnx_export, "export_onnx_bytes", fake_export)
     image = gradient_image(40, 60)
@@ -258,6 +258,29 @@ def test_onnxruntime_backend_exports_model_files_once_into_the_cache(tmp_path, m
     assert np.array_equal(first.predict(image), second.predict(image))
     Predictor(model_file(), backend="onnxruntime", cache_dir=False, threads=1, size=SIZE)
     assert len(calls) == 2 and len(list((tmp_path / "onnx").glob("*.onnx"))) == 1  # in memory
+
+
+def test_openvino_backend_keeps_its_export_and_compiled_models_in_the_cache(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from csnet.infer import fast_backends
+
+    real_export, calls = fast_backends.export_core_onnx, []
+
+    def counting_export(fast, **kwargs):
+        calls.append(fast)
+        return real_export(fast, **kwargs)
+
+    monkeypatch.setattr(fast_backends, "export_core_onnx", counting_export)
+    image = gradient_image(40, 60)
+    first = Predictor(model_file(), backend="openvino", cache_dir=tmp_path, threads=1, size=SIZE)
+    mask = first.predict(image)
+    assert len(calls) == 1 and len(list((tmp_path / "openvino").glob("*.onnx"))) == 1
+    assert list((tmp_path / "openvino" / "compiled").iterdir())  # OpenVINO's compiled blob
+    second = Predictor(model_file(), backend="openvino", cache_dir=tmp_path, threads=1, size=SIZE)
+    assert len(calls) == 1  # reused
+    assert np.array_equal(mask, second.predict(image))
+    Predictor(model_file(), backend="openvino", cache_dir=False, threads=1, size=SIZE)
+    assert len(calls) == 2  # in memory
 
 
 def test_auto_falls_back_openvino_then_fast_then_torch(monkeypatch, caplog):

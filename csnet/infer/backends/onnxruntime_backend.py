@@ -6,7 +6,6 @@ cores). A model given as a module is exported in memory; with ``cache_dir`` the 
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -15,31 +14,11 @@ from typing import Optional, Union
 import numpy as np
 
 from csnet.infer.backends import Backend, BackendError
+from csnet.infer.cache import model_key
 
-__all__ = ["OnnxRuntimeBackend", "default_cache_dir"]
+__all__ = ["OnnxRuntimeBackend"]
 
 log = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> Path:
-    """``$CSNET_CACHE``, else ``$XDG_CACHE_HOME/csnet``, else ``~/.cache/csnet``."""
-    if os.environ.get("CSNET_CACHE"):
-        return Path(os.environ["CSNET_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "csnet"
-
-
-def _model_key(model, opset: int) -> str:
-    import torch
-
-    digest = hashlib.sha256()
-    config = getattr(model, "config", None)
-    digest.update(f"torch={torch.__version__};opset={opset};".encode())
-    digest.update(config.to_json().encode() if config is not None else type(model).__name__.encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:32]
 
 
 class OnnxRuntimeBackend(Backend):
@@ -91,7 +70,7 @@ class OnnxRuntimeBackend(Backend):
         _import_ort()
         if cache_dir is None:
             return cls(export_onnx_bytes(model), device=device, threads=threads)
-        path = Path(cache_dir) / "onnx" / f"{_model_key(model, DEFAULT_OPSET)}.onnx"
+        path = Path(cache_dir) / "onnx" / f"{model_key(model, f'opset={DEFAULT_OPSET}')}.onnx"
         if not path.is_file():
             data = export_onnx_bytes(model)
             try:

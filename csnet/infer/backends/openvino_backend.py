@@ -6,8 +6,12 @@ batch 1, 224 x 224, 2 threads, float32), with the same logits as the model (with
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
-from typing import Optional
+import logging
+import os
+from pathlib import Path
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -17,6 +21,8 @@ from csnet.infer.backends import Backend, BackendError
 
 __all__ = ["OpenVinoBackend"]
 
+log = logging.getLogger(__name__)
+
 
 class OpenVinoBackend(Backend):
     """Runs a :class:`~csnet.models.CSNet` through OpenVINO on the CPU, in float32.
@@ -25,6 +31,9 @@ class OpenVinoBackend(Backend):
         model: a CSNet (left unchanged; the backend compiles its own folded copy).
         device: ``"cpu"`` only.
         threads: inference threads (``None``: torch's current thread count, which ``csnet predict`` sets).
+        cache_dir: keeps the ONNX export (``<cache_dir>/openvino/<key>.onnx``, keyed by the weights, config, torch
+            version and the fast-path code) and OpenVINO's compiled models (``<cache_dir>/openvino/compiled``), so a
+            second start skips the export and most of the compile (~0.6 s); ``None``: build in memory.
 
     Raises:
         BackendError: not a CSNet, not the CPU, or OpenVINO is not installed.
@@ -32,7 +41,8 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
 
-    def __init__(self, model: nn.Module, device: str = "cpu", threads: Optional[int] = None) -> None:
+    def __init__(self, model: nn.Module, device: str = "cpu", threads: Optional[int] = None,
+                 cache_dir: Union[str, os.PathLike, None] = None) -> None:
         from csnet.models.csnet import CSNet
 
         if str(device) != "cpu":
@@ -46,7 +56,11 @@ class OpenVinoBackend(Backend):
 
         self.device = "cpu"
         self.threads = int(threads or torch.get_num_threads())
-        self.model = OpenVinoCSNet(openvino_fast_path(model.eval()), threads=self.threads)
+        fast = openvino_fast_path(model.eval())
+        model_bytes, compiled_dir = None, None
+        if cache_dir is not None:
+            model_bytes, compiled_dir = _cached_export(model, fast, Path(cache_dir) / "openvino")
+        self.model = OpenVinoCSNet(fast, threads=self.threads, model_bytes=model_bytes, cache_dir=compiled_dir)
 
     @classmethod
     def available(cls) -> bool:
@@ -61,3 +75,25 @@ class OpenVinoBackend(Backend):
         import openvino
 
         return {**super().describe(), "runtime": f"openvino {openvino.__version__}", "threads": self.threads}
+
+
+def _cached_export(model: nn.Module, fast, folder: Path) -> tuple[Optional[bytes], Optional[Path]]:
+    """The core's ONNX export from ``folder`` (made and stored there if missing) and OpenVINO's cache folder;
+    ``(None, None)`` when the folder cannot be written (then everything is built in memory)."""
+    import csnet.infer.fastpath
+    from csnet.infer.cache import model_key
+    from csnet.infer.fast_backends import export_core_onnx
+    from csnet.io.atomic import atomic_write_bytes
+
+    code = Path(csnet.infer.fastpath.__file__).read_bytes()  # a changed fast path never meets a stale export
+    path = folder / f"{model_key(model, 'openvino', hashlib.sha256(code).hexdigest())}.onnx"
+    try:
+        if path.is_file():
+            return path.read_bytes(), folder / "compiled"
+        data = export_core_onnx(fast)
+        atomic_write_bytes(path, data)
+        (folder / "compiled").mkdir(parents=True, exist_ok=True)
+        return data, folder / "compiled"
+    except OSError as error:  # an unwritable cache is not an error
+        log.debug("cannot use the cache %s (%s)", folder, error)
+        return None, None
