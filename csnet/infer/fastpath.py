@@ -22,9 +22,9 @@ on some pixels, in fp16 by 0.03; the fast path stays at or below that (0.10 / 0.
 Padding to a multiple of 16 and cropping back stay outside the traced core, so the core only ever sees sizes it
 divides exactly (every upsampling is an exact power-of-two ``scale_factor``).
 
-The ONNX Runtime, TorchScript and ``torch.compile`` variants live in :mod:`csnet.infer.fast_backends`;
-``csnet predict`` runs the traced one on the CPU (:class:`csnet.infer.backends.fast_backend.FastBackend`, measured
-in ``benchmarks/RESULTS.md``).
+The ONNX Runtime, OpenVINO, TorchScript and ``torch.compile`` variants live in :mod:`csnet.infer.fast_backends`;
+``csnet predict`` runs the OpenVINO one on the CPU when OpenVINO is installed and the traced one otherwise
+(:mod:`csnet.infer.backends`, measured in ``benchmarks/RESULTS.md``).
 """
 from __future__ import annotations
 

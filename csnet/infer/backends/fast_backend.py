@@ -1,11 +1,11 @@
 """The fast-path backend: the model rebuilt by :mod:`csnet.infer.fastpath` (BN folded, links merged, NHWC).
 
-On the CPU it runs the traced and frozen fused core (``fast-jit``): in ``benchmarks/RESULTS.md`` it had the lowest
-minimum in every run on the 2-core reference machine and the lowest median in most (csnet_l_x1, batch 1,
-224 x 224, 2 threads, runs A-G: 19-31 ms median against 21-25 ms untraced, 33-52 ms ONNX Runtime, 56-117 ms
-eager; ``torch.compile`` 38.6 ms on one thread against 27.7 ms, after a 42 s compile). On CUDA it runs the
-untraced fused core in float32 (the same numbers as the model, within 1e-4 on the logits). It never changes
-process-wide settings (threads, allocator): the CLI does that for the processes it owns.
+On the CPU it runs the traced and frozen fused core (``fast-jit``): the fastest PyTorch runtime measured in
+``benchmarks/RESULTS.md`` (csnet_l_x1, batch 1, 224 x 224, 2 threads, runs A-J: 19-33 ms median against 21-40 ms
+untraced, 33-52 ms ONNX Runtime, 56-117 ms eager), and what ``--backend auto`` runs when OpenVINO is not installed
+(the ``openvino`` backend is faster: 14.7-17.9 ms in run J). On CUDA it runs the untraced fused core in float32
+(the same numbers as the model, within 1e-4 on the logits). It never changes process-wide settings (threads,
+allocator): the CLI does that for the processes it owns.
 """
 from __future__ import annotations
 

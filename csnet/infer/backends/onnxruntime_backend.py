@@ -1,7 +1,8 @@
 """The ONNX Runtime backend: an exported CSNet (see :mod:`csnet.infer.onnx_export`) in an InferenceSession.
 
-On the CPU it is the fastest runtime csnet has (SPEC 5: 62 ms vs 107 ms for PyTorch eager on two
-cores). A model given as a module is exported in memory; with ``cache_dir`` the export is kept as
+It is what runs ``.onnx`` exports (``csnet export``), on the CPU or with onnxruntime-gpu on CUDA; for CSNet
+modules on the CPU the ``fast`` and ``openvino`` backends are faster (``benchmarks/RESULTS.md``). A model given as
+a module is exported in memory; with ``cache_dir`` the export is kept as
 ``<cache_dir>/onnx/<sha256 of weights, config, torch version and opset>.onnx`` and reused.
 """
 from __future__ import annotations
