@@ -116,7 +116,10 @@ def postprocess_logits(logits: np.ndarray, height: int, width: int, *, dtype: An
         threshold: if given, the map is binarized at ``p >= threshold`` (0/255 or 0.0/1.0).
     """
     dtype = np.dtype(dtype)
-    prob = torch.sigmoid(torch.as_tensor(np.asarray(logits), dtype=torch.float64)).numpy()
+    # NumPy, not torch: a torch op here wakes its OpenMP threads, which then spin on the cores the model's
+    # runtime (OpenVINO) needs
+    with np.errstate(over="ignore"):  # exp overflows to inf for logits below -709: p = 0, as it should be
+        prob = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
     in_h, in_w = prob.shape
     y0, y1, hy0, hy1 = _linear_axis(in_h, height)
     x0, x1, wx0, wx1 = _linear_axis(in_w, width)
