@@ -75,16 +75,23 @@ def _decode(path: Path) -> np.ndarray:
     return load_image(path)
 
 
-def _resize_normalize(image: np.ndarray, size: tuple[int, int]) -> Tensor:
+def _resize_normalize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     from csnet.infer.predictor import preprocess_image
 
-    return torch.from_numpy(preprocess_image(image, size))
+    return preprocess_image(image, size)
 
 
-def _postprocess(logits: Tensor, original: tuple[int, int]) -> np.ndarray:
+def _run_model(model: Callable[[Tensor], Tensor], inputs: Sequence[np.ndarray]) -> np.ndarray:
+    """One batch through ``model``; NumPy around it, as in ``csnet predict`` (a torch op between calls would wake
+    torch's OpenMP threads, which spin on the cores a runtime like OpenVINO needs)."""
+    with torch.inference_mode():
+        return model(torch.from_numpy(np.stack(inputs))).float().numpy()
+
+
+def _postprocess(logits: np.ndarray, original: tuple[int, int]) -> np.ndarray:
     from csnet.infer.predictor import postprocess_logits
 
-    return postprocess_logits(logits.reshape(logits.shape[-2:]).float().numpy(), *original)
+    return postprocess_logits(logits.reshape(logits.shape[-2:]), *original)
 
 
 def _encode(mask: np.ndarray, path: Optional[Path]) -> bytes:
@@ -117,8 +124,7 @@ def _sequential(files: Sequence[Path], model: Callable[[Tensor], Tensor], size: 
             stages["resize"] += t2 - t1
             originals.append(image.shape[:2])
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            logits = model(torch.stack(inputs))
+        logits = _run_model(model, inputs)
         stages["model"] += time.perf_counter() - t0
         for path, original, logit in zip(chunk, originals, logits):
             t0 = time.perf_counter()
@@ -152,7 +158,7 @@ def _parallel(files: Sequence[Path], model: Callable[[Tensor], Tensor], size: tu
         with lock:
             stages[stage] += seconds
 
-    def load(path: Path) -> tuple[Path, tuple[int, int], Tensor]:
+    def load(path: Path) -> tuple[Path, tuple[int, int], np.ndarray]:
         t0 = time.perf_counter()
         image = _decode(path)
         t1 = time.perf_counter()
@@ -161,7 +167,7 @@ def _parallel(files: Sequence[Path], model: Callable[[Tensor], Tensor], size: tu
         add("resize", time.perf_counter() - t1)
         return path, image.shape[:2], x
 
-    def save(job: tuple[Path, tuple[int, int], Tensor]) -> None:
+    def save(job: tuple[Path, tuple[int, int], np.ndarray]) -> None:
         path, original, logit = job
         t0 = time.perf_counter()
         mask = _postprocess(logit, original)
@@ -179,10 +185,9 @@ def _parallel(files: Sequence[Path], model: Callable[[Tensor], Tensor], size: tu
             if not chunk:
                 break
             t0 = time.perf_counter()
-            with torch.inference_mode():
-                logits = model(torch.stack([x for _, _, x in chunk]))
+            logits = _run_model(model, [x for _, _, x in chunk])
             add("model", time.perf_counter() - t0)
-            writes += [pool.submit(save, (path, original, logit.clone()))
+            writes += [pool.submit(save, (path, original, logit))
                        for (path, original, _), logit in zip(chunk, logits)]
         for future in writes:
             future.result()
