@@ -111,7 +111,8 @@ def openvino_layers(model: torch.nn.Module, x: torch.Tensor, threads: int, iters
     runner = OpenVinoCSNet(openvino_fast_path(model), threads=threads)
     runner.config["PERF_COUNT"] = True
     runner(x)  # compiles for this shape
-    (request,) = runner._requests.values()
+    (shape,) = runner.compiled_shapes
+    request = runner.request(shape)
     for _ in range(10):
         runner(x)
     layers: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])

@@ -267,7 +267,14 @@ class OpenVinoCSNet:
         self.max_shapes = max_shapes
         self._requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
 
-    def _request(self, shape: tuple[int, ...]):
+    @property
+    def compiled_shapes(self) -> list[tuple[int, ...]]:
+        """The padded input shapes compiled and kept, least recently used first."""
+        return list(self._requests)
+
+    def request(self, shape: tuple[int, ...]):
+        """OpenVINO's infer request for a padded ``B x 3 x H x W`` input, compiled on first use."""
+        shape = tuple(int(v) for v in shape)
         if shape in self._requests:
             self._requests.move_to_end(shape)
             return self._requests[shape]
@@ -292,7 +299,7 @@ class OpenVinoCSNet:
         if pad_h or pad_w:
             images = np.pad(images, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
         images = np.ascontiguousarray(images)
-        request = self._request(images.shape)
+        request = self.request(images.shape)
         logits = request.infer({0: images}, share_inputs=True)[0]
         if self.fast.logits_stride != 1:
             logits = upsample_bilinear(logits, self.fast.logits_stride)

@@ -226,7 +226,7 @@ def test_openvino_backend_matches(openvino_models, references, name):
         expected = references[(name, size)]
         assert out.shape == expected.shape and out.dtype == torch.float32
         assert (out - expected).abs().max().item() < FP32_ATOL
-    assert len(ov_model._requests) == 3  # one static compile per padded shape
+    assert len(ov_model.compiled_shapes) == 3  # one static compile per padded shape
 
 
 def test_openvino_keeps_few_compiled_shapes_and_refuses_wrong_builds(models):
@@ -236,7 +236,7 @@ def test_openvino_keeps_few_compiled_shapes_and_refuses_wrong_builds(models):
     ov_model = OpenVinoCSNet(openvino_fast_path(models["csnet_l_x1"]), threads=1, max_shapes=2)
     for height in (32, 64, 96, 64):
         ov_model(_input(1, height, 32))
-    assert list(ov_model._requests) == [(1, 3, 96, 32), (1, 3, 64, 32)]  # most recently used last, oldest dropped
+    assert ov_model.compiled_shapes == [(1, 3, 96, 32), (1, 3, 64, 32)]  # most recently used last, oldest dropped
     with pytest.raises(ValueError, match="NCHW"):
         OpenVinoCSNet(optimize_for_inference(models["csnet_l_x1"]))
     with pytest.raises(ValueError, match="float32 or bfloat16"):
