@@ -20,7 +20,6 @@ is :mod:`csnet.infer.onnx_export`.
 from __future__ import annotations
 
 import copy
-import functools
 import io
 import logging
 import os
@@ -35,9 +34,10 @@ from torch import Tensor, nn
 
 from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
 from csnet.infer.fastpath import FastCSNet
+from csnet.infer.resize import upsample_bilinear
 
 __all__ = ["jit_fast", "compile_fast", "CompiledCSNet", "OrtCSNet", "OpenVinoCSNet", "export_core_onnx",
-           "openvino_fast_path", "upsample_bilinear", "CudaGraphCSNet", "normalize_uint8", "tune_malloc"]
+           "openvino_fast_path", "CudaGraphCSNet", "normalize_uint8", "tune_malloc"]
 
 logger = logging.getLogger(__name__)
 
@@ -230,9 +230,9 @@ class OpenVinoCSNet:
     OpenVINO runs every conv in oneDNN's blocked layouts with its bias, PReLU and the gOctConv's cross-scale
     add fused in as post-ops, so one ILBlock is a handful of kernels instead of a dozen ops. It wants the
     gOctConv links unmerged (a merged conv's outputs would be split by a slow reference kernel), its bilinear
-    upsamplings as depthwise transposed convs (its conv kernels beat its Interpolate: 1.4 vs 2.6 ms per forward)
-    and the head's one-channel upsampling left out (a 1-of-16-channels blocked upsample costs 0.3 ms; NumPy
-    does it here): :func:`openvino_fast_path`. Measured in ``benchmarks/RESULTS.md``.
+    upsamplings as depthwise transposed convs (its conv kernels beat its Interpolate: 1.0-1.4 vs 2.5-2.8 ms
+    per forward) and the head's one-channel upsampling left out (a 1-of-16-channels blocked upsample costs
+    0.3 ms; NumPy does it here): :func:`openvino_fast_path`. Measured in ``benchmarks/RESULTS.md``.
 
     Each input shape is compiled once (0.2-0.7 s) with static shapes, which OpenVINO plans better than dynamic
     ones; the ``max_shapes`` most recent are kept.
@@ -304,29 +304,6 @@ class OpenVinoCSNet:
         if self.fast.logits_stride != 1:
             logits = upsample_bilinear(logits, self.fast.logits_stride)
         return torch.from_numpy(np.ascontiguousarray(logits[..., :height, :width])).to(x.dtype)
-
-
-def upsample_bilinear(array: np.ndarray, factor: int) -> np.ndarray:
-    """``... x H x W`` -> ``... x factor*H x factor*W``, bilinear with ``align_corners=False`` (PyTorch's
-    ``F.interpolate(..., scale_factor=factor, mode="bilinear")``, within float rounding), in NumPy."""
-
-    def along(values: np.ndarray, axis: int) -> np.ndarray:
-        low, high, weight = _bilinear_taps(values.shape[axis], factor, values.dtype.str)
-        shape = [1] * values.ndim
-        shape[axis] = -1
-        low_values = np.take(values, low, axis=axis)
-        return low_values + weight.reshape(shape) * (np.take(values, high, axis=axis) - low_values)
-
-    return along(along(array, array.ndim - 2), array.ndim - 1)
-
-
-@functools.lru_cache(maxsize=64)
-def _bilinear_taps(size: int, factor: int, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each output index: the two source indices and the weight of the second (clamped at the borders)."""
-    source = np.maximum((np.arange(size * factor, dtype=np.float64) + 0.5) / factor - 0.5, 0.0)
-    low = np.minimum(np.floor(source).astype(np.intp), size - 1)
-    high = np.minimum(low + 1, size - 1)
-    return low, high, (source - low).astype(dtype)
 
 
 def openvino_fast_path(model: nn.Module) -> FastCSNet:

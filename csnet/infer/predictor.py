@@ -32,6 +32,7 @@ from torch import nn
 from csnet.infer.backends import Backend, BackendError, backend_class, resolve_device
 from csnet.infer.compose import cutout as _cutout
 from csnet.infer.protocol import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
+from csnet.infer.resize import bilinear_taps
 from csnet.io.images import DEFAULT_MAX_PIXELS, load_image
 
 __all__ = ["Predictor", "ModelSource", "ImageInput", "resolve_model", "choose_backend",
@@ -49,20 +50,6 @@ _ROW_BLOCK_VALUES = 1 << 21  # float64 values per block when writing a full-size
 
 # ----------------------------------------------------------------------------------------------
 # The test protocol's resizes, memory-light.
-
-def _linear_axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights of non-antialiased bilinear resizing along one axis.
-
-    The formula of ``F.interpolate(mode="bilinear", align_corners=False)``: source coordinate
-    ``(dst + 0.5) * in / out - 0.5`` clamped at 0; neighbours ``i0`` and ``min(i0 + 1, in - 1)``.
-    """
-    scale = in_size / out_size
-    source = np.maximum(scale * (np.arange(out_size, dtype=np.float64) + 0.5) - 0.5, 0.0)
-    i0 = np.minimum(source.astype(np.int64), in_size - 1)
-    w1 = np.clip(source - i0, 0.0, 1.0)
-    i1 = np.where(i0 < in_size - 1, i0 + 1, i0)
-    return i0, i1, 1.0 - w1, w1
-
 
 def _as_size(size: Union[int, Sequence[int]]) -> tuple[int, int]:
     if isinstance(size, (int, np.integer)):
@@ -87,8 +74,8 @@ def preprocess_image(image: np.ndarray, size: Union[int, Sequence[int]] = INPUT_
     """
     out_h, out_w = _as_size(size)
     height, width = image.shape[:2]
-    y0, y1, hy0, hy1 = _linear_axis(height, out_h)
-    x0, x1, wx0, wx1 = _linear_axis(width, out_w)
+    y0, y1, hy0, hy1 = bilinear_taps(height, out_h)
+    x0, x1, wx0, wx1 = bilinear_taps(width, out_w)
     scale_255 = image.dtype == np.uint8
 
     def across(rows: np.ndarray) -> np.ndarray:
@@ -121,8 +108,8 @@ def postprocess_logits(logits: np.ndarray, height: int, width: int, *, dtype: An
     with np.errstate(over="ignore"):  # exp overflows to inf for logits below -709: p = 0, as it should be
         prob = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
     in_h, in_w = prob.shape
-    y0, y1, hy0, hy1 = _linear_axis(in_h, height)
-    x0, x1, wx0, wx1 = _linear_axis(in_w, width)
+    y0, y1, hy0, hy1 = bilinear_taps(in_h, height)
+    x0, x1, wx0, wx1 = bilinear_taps(in_w, width)
     across = wx0[None, :] * prob[:, x0] + wx1[None, :] * prob[:, x1]  # in_h x width
     out = np.empty((height, width), dtype=dtype)
     step = max(1, _ROW_BLOCK_VALUES // max(width, 1))

@@ -200,7 +200,7 @@ def test_low_resolution_core_is_finished_by_the_wrapper(models, references):
 @pytest.mark.parametrize("factor", [2, 4, 8])
 @pytest.mark.parametrize("shape", [(1, 1, 112, 112), (2, 3, 7, 5), (1, 1, 1, 1)])
 def test_numpy_bilinear_upsampling_matches_torch(factor, shape):
-    from csnet.infer.fast_backends import upsample_bilinear
+    from csnet.infer.resize import upsample_bilinear
 
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(factor))
     expected = torch.nn.functional.interpolate(x, scale_factor=float(factor), mode="bilinear", align_corners=False)
