@@ -234,8 +234,8 @@ class OpenVinoCSNet:
     per forward) and the head's one-channel upsampling left out (a 1-of-16-channels blocked upsample costs
     0.3 ms; NumPy does it here): :func:`openvino_fast_path`. Measured in ``benchmarks/RESULTS.md``.
 
-    Each input shape is compiled once (0.2-0.7 s) with static shapes, which OpenVINO plans better than dynamic
-    ones; the ``max_shapes`` most recent are kept.
+    Images run one at a time, and each image size is compiled once (0.2-0.7 s) with static shapes, which
+    OpenVINO plans better than dynamic ones; the ``max_shapes`` most recent sizes are kept.
 
     Args:
         fast: a float32 NCHW :class:`FastCSNet`.
@@ -299,8 +299,12 @@ class OpenVinoCSNet:
         if pad_h or pad_w:
             images = np.pad(images, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
         images = np.ascontiguousarray(images)
-        request = self.request(images.shape)
-        logits = request.infer({0: images}, share_inputs=True)[0]
+        # One image per call: OpenVINO is no faster per image on a batch (csnet_pascal: 35.0 images/s at batch 8,
+        # 37.6 at batch 1; benchmarks/RESULTS.md run L), and one compiled shape per size serves every batch
+        # size the service's micro-batcher or a last partial batch brings.
+        request = self.request((1, *images.shape[1:]))
+        logits = np.concatenate([request.infer({0: images[i:i + 1]}, share_inputs=True)[0]
+                                 for i in range(images.shape[0])])
         if self.fast.logits_stride != 1:
             logits = upsample_bilinear(logits, self.fast.logits_stride)
         return torch.from_numpy(np.ascontiguousarray(logits[..., :height, :width])).to(x.dtype)
