@@ -37,7 +37,8 @@ from csnet.infer.fastpath import FastCSNet
 from csnet.infer.resize import upsample_bilinear
 
 __all__ = ["jit_fast", "compile_fast", "CompiledCSNet", "OrtCSNet", "OpenVinoCSNet", "export_core_onnx",
-           "openvino_fast_path", "CudaGraphCSNet", "normalize_uint8", "tune_malloc"]
+           "openvino_fast_path", "CudaGraphCSNet", "normalize_uint8", "normalize_uint8_numpy",
+           "tune_malloc"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,16 @@ def normalize_uint8(images: Tensor, dtype: torch.dtype = torch.float32, channels
     if not channels_last:
         x = x.contiguous()
     return x.to(dtype)
+
+
+def normalize_uint8_numpy(images: np.ndarray) -> np.ndarray:
+    """:func:`normalize_uint8` in NumPy (``B x H x W x 3`` uint8 -> ``B x 3 x H x W`` float32, contiguous), for
+    runtimes beside which a torch op would wake torch's spinning OpenMP threads (OpenVINO: 18.35 instead of
+    15.39 ms per csnet_l_x1 call with the torch conversion; benchmarks/RESULTS.md run L)."""
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected B x H x W x 3 uint8 images, got {images.shape} {images.dtype}")
+    mean, inv_std = (t.numpy() for t in _mean_inv_std(torch.device("cpu")))
+    return np.ascontiguousarray(((images.astype(np.float32) - mean) * inv_std).transpose(0, 3, 1, 2))
 
 
 # ------------------------------------------------------------------------------------------------ allocator

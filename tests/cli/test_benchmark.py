@@ -67,6 +67,22 @@ def test_benchmark_openvino_in_float32_and_bfloat16(tmp_path):
         assert row["backend"] == "openvino" and row["dtype"] == dtype and row["median_ms"] > 0
         assert row["environment"]["openvino"] and "OpenVINO" in row["notes"]
         assert row["max_abs_diff"] < (1e-4 if dtype == "float32" else 0.1)
+    out = tmp_path / "preprocess.json"  # uint8 in, converted in NumPy inside the timed call
+    assert main(["benchmark", "--backend", "openvino", "--include-preprocess", "--size", "48", "64", "--warmup", "1",
+                 "--repeat", "2", "--threads", "1", "--json", str(out)]) == 0
+    (row,) = _rows(out)
+    assert row["include_preprocess"] is True and row["max_abs_diff"] < 1e-4
+
+
+def test_numpy_uint8_normalization_matches_torch():
+    from csnet.infer.fast_backends import normalize_uint8, normalize_uint8_numpy
+
+    images = torch.randint(0, 256, (2, 17, 23, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = normalize_uint8_numpy(images.numpy())
+    assert out.shape == (2, 3, 17, 23) and out.dtype == np.float32 and out.flags["C_CONTIGUOUS"]
+    assert np.abs(out - normalize_uint8(images).numpy()).max() < 1e-6
+    with pytest.raises(ValueError, match="uint8"):
+        normalize_uint8_numpy(images.numpy().astype(np.float32))
 
 
 def test_benchmark_reports_unavailable_backends_and_bad_arguments(tmp_path, capsys):
