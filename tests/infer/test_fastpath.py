@@ -4,6 +4,7 @@ BN statistics and PReLU slopes are randomized and the head is scaled so logits a
 trivial statistics and ~0 logits, which would hide folding mistakes). Speed is never asserted here; see
 benchmarks/RESULTS.md.
 """
+import importlib.util
 import os
 
 import numpy as np
@@ -294,6 +295,11 @@ def test_imported_release_weights_reproduce_released_logits():
         for channels_last in (True, False):
             with torch.inference_mode():
                 out = optimize_for_inference(model, channels_last=channels_last)(x)
+            assert (out - expected).abs().max().item() < FP32_ATOL
+        if importlib.util.find_spec("openvino") is not None:
+            from csnet.infer.fast_backends import OpenVinoCSNet, openvino_fast_path
+
+            out = OpenVinoCSNet(openvino_fast_path(model), threads=2)(x)
             assert (out - expected).abs().max().item() < FP32_ATOL
 
 
