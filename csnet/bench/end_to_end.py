@@ -9,24 +9,22 @@ Two passes over the same files:
 
 * ``sequential``: one image after the other (batches of ``batch_size`` for the model), every stage timed on
   its own - the profile of where the time goes;
-* ``parallel``: decode+resize and resize-back+encode run in a thread pool (``workers`` threads, a bounded
-  window of images in flight) while the main thread runs the model; the figure a service or ``csnet predict``
-  over a folder can reach.
+* ``parallel``: ``csnet predict``'s own pipeline (:func:`csnet.infer.pipeline.run_pipeline`): decode+resize and
+  resize-back+encode in a thread pool (``workers`` threads, a bounded window of images in flight) while the
+  main thread runs the model; the figure ``csnet predict`` over a folder can reach.
 
 PNGs are encoded in memory (``out_dir`` writes them too), so disk speed is not measured unless asked for.
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
 import threading
 import time
-from collections import defaultdict, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -137,20 +135,11 @@ def _sequential(files: Sequence[Path], model: Callable[[Tensor], Tensor], size: 
                           {k: stages[k] for k in STAGES}, batch_size, 0)
 
 
-def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any], window: int
-                 ) -> Iterator[Any]:
-    """``pool.map`` with at most ``window`` tasks in flight (memory stays bounded on big folders)."""
-    pending: deque[Future] = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
 def _parallel(files: Sequence[Path], model: Callable[[Tensor], Tensor], size: tuple[int, int], batch_size: int,
               workers: int, out_dir: Optional[Path]) -> EndToEndResult:
+    """``csnet predict``'s own pipeline (:func:`csnet.infer.pipeline.run_pipeline`) with every stage timed."""
+    from csnet.infer.pipeline import run_pipeline
+
     stages: dict[str, float] = defaultdict(float)  # thread-summed seconds per stage (can exceed wall time)
     lock = threading.Lock()
 
@@ -158,39 +147,31 @@ def _parallel(files: Sequence[Path], model: Callable[[Tensor], Tensor], size: tu
         with lock:
             stages[stage] += seconds
 
-    def load(path: Path) -> tuple[Path, tuple[int, int], np.ndarray]:
+    def load(path: Path) -> tuple[tuple[int, int], np.ndarray]:
         t0 = time.perf_counter()
         image = _decode(path)
         t1 = time.perf_counter()
         x = _resize_normalize(image, size)
         add("decode", t1 - t0)
         add("resize", time.perf_counter() - t1)
-        return path, image.shape[:2], x
+        return image.shape[:2], x
 
-    def save(job: tuple[Path, tuple[int, int], np.ndarray]) -> None:
-        path, original, logit = job
+    def infer(batch: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
-        mask = _postprocess(logit, original)
+        logits = _run_model(model, list(batch))
+        add("model", time.perf_counter() - t0)
+        return logits
+
+    def finish(path: Path, original: tuple[int, int], logits: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        mask = _postprocess(logits, original)
         t1 = time.perf_counter()
         _encode(mask, out_dir / f"{path.stem}.png" if out_dir else None)
         add("postprocess", t1 - t0)
         add("encode", time.perf_counter() - t1)
 
     start_all = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        writes: list[Future] = []
-        loaded = _bounded_map(pool, load, files, window=max(2 * batch_size, 2 * workers))
-        while True:
-            chunk = [item for _, item in zip(range(batch_size), loaded)]
-            if not chunk:
-                break
-            t0 = time.perf_counter()
-            logits = _run_model(model, [x for _, _, x in chunk])
-            add("model", time.perf_counter() - t0)
-            writes += [pool.submit(save, (path, original, logit))
-                       for (path, original, _), logit in zip(chunk, logits)]
-        for future in writes:
-            future.result()
+    run_pipeline(files, load, infer, finish, batch_size=batch_size, workers=workers)
     return EndToEndResult("parallel", len(files), time.perf_counter() - start_all,
                           {k: stages[k] for k in STAGES}, batch_size, workers)
 

@@ -15,8 +15,6 @@ import logging
 import os
 import sys
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Callable, Optional
@@ -327,80 +325,30 @@ def _write_stdout(job: Job, array) -> None:
 def run_images(predictor, jobs: list[Job], *, mode: str, threshold: Optional[float], background, workers: int,
                report: Report, stdin_bytes: Optional[bytes] = None,
                write: Callable[[Job, Any], None] | None = None) -> None:
-    """Decode in threads -> batch -> one backend call per batch -> postprocess and write in threads.
-
-    At most ``2 * batch_size + workers`` images are decoded ahead and as many writes are pending,
-    so memory is bounded however many inputs there are.
-    """
-    import numpy as np
-
+    """Decode in threads -> batch -> one backend call per batch -> postprocess and write in threads
+    (:func:`csnet.infer.pipeline.run_pipeline`: bounded memory; a bad file is reported and skipped)."""
+    from csnet.infer.pipeline import run_pipeline
     from csnet.io.images import load_image
 
-    batch_size = predictor.batch_size
     keep_image = mode != "mask"
-    window = 2 * batch_size + workers
 
     def decode(job: Job):
         source = stdin_bytes if job.source is None else job.source
         image = load_image(source, max_pixels=predictor.max_pixels)
-        x = predictor.preprocess(image)
-        return (image if keep_image else image.shape[:2]), x
+        return (image if keep_image else image.shape[:2]), predictor.preprocess(image)
 
     def finish(job: Job, image, logits) -> None:
         height, width = image.shape[:2] if keep_image else image
         mask = predictor.postprocess(logits, height, width, threshold=threshold)
         out = compose_output(image if keep_image else None, mask, mode, background)
-        (write or _write_job)(job, out)
+        if write is not None:
+            write(job, out)
+        else:
+            _write(job.outputs[mode], out)
 
-    def _write_job(job: Job, array) -> None:
-        _write(job.outputs[mode], array)
-
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="csnet-io")
-    try:
-        pending: deque[tuple[Job, Future]] = deque()
-        writes: deque[tuple[Job, Future]] = deque()
-        queue = iter(jobs)
-
-        def refill() -> None:
-            while len(pending) < window:
-                job = next(queue, None)
-                if job is None:
-                    return
-                pending.append((job, pool.submit(decode, job)))
-
-        def drain(limit: int) -> None:
-            while len(writes) > limit:
-                job, future = writes.popleft()
-                try:
-                    future.result()
-                    report.ok()
-                except Exception as error:  # noqa: BLE001 - one bad file must not stop the rest
-                    report.fail(_error_message(job, error))
-
-        refill()
-        batch: list[tuple[Job, Any, Any]] = []
-        while pending or batch:
-            if pending:
-                job, future = pending.popleft()
-                refill()
-                try:
-                    image, x = future.result()
-                    batch.append((job, image, x))
-                except Exception as error:  # noqa: BLE001
-                    report.fail(_error_message(job, error))
-                if len(batch) < batch_size and pending:
-                    continue
-            if batch:
-                logits = predictor.infer(np.stack([item[2] for item in batch]))
-                for (job, image, _), item_logits in zip(batch, logits):
-                    writes.append((job, pool.submit(finish, job, image, item_logits)))
-                batch = []
-                drain(window)
-        drain(0)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: drop the queued work, finish the running
-        raise
-    pool.shutdown(wait=True)
+    run_pipeline(jobs, decode, predictor.infer, finish, batch_size=predictor.batch_size, workers=workers,
+                 on_done=lambda job: report.ok(),
+                 on_error=lambda job, error: report.fail(_error_message(job, error)))
 
 
 def run_videos(predictor, jobs: list[Job], *, threshold, background, report: Report, quiet: bool) -> None:
