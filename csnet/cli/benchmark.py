@@ -121,8 +121,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, model, device: str, backends: list[str], batches: list[int], height: int,
          width: int, threads: int) -> int:
-    import torch
-
     from csnet.bench import BenchConfig, benchmark_model, environment, load_average
     from csnet.bench.report import format_end_to_end, format_rows
 

@@ -95,8 +95,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict:
     """CLI values given, as config values (comma lists split, paths made absolute, numbers parsed)."""
-    from csnet.train.config import ConfigError
-
     values = {}
     for field in _fields():
         value = getattr(args, field.name, None)

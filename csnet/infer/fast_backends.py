@@ -26,7 +26,7 @@ import os
 import time
 import warnings
 from collections import OrderedDict
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch

@@ -7,7 +7,7 @@ and is validated on construction.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 __all__ = ["BlockConfig", "FusionConfig", "ChannelConfig", "csnet_channels", "DEFAULT_STAGE_DEPTHS"]

@@ -16,7 +16,7 @@ from torch import nn
 
 from csnet.cli.main import build_parser, main
 from csnet.models import create_model, load_model, save_model
-from csnet.train import ConfigError, DivergedError, TrainConfig, Trainer, TrainingError, resume_config, train
+from csnet.train import ConfigError, TrainConfig, Trainer, TrainingError, resume_config, train
 from csnet.train.checkpoint import STATE_FILE, load_state
 from csnet.train.optim import param_groups, release_scaled_convs
 
