@@ -6,12 +6,16 @@ stale entry, and it can be deleted at any time.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
+from typing import Callable, Union
 
 from torch import nn
 
-__all__ = ["default_cache_dir", "model_key"]
+__all__ = ["default_cache_dir", "model_key", "cached_file"]
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -34,3 +38,20 @@ def model_key(model: nn.Module, *parts: str) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:32]
+
+
+def cached_file(path: Path, make: Callable[[], bytes]) -> Union[Path, bytes]:
+    """``path``, holding ``make()``'s bytes (made and written atomically the first time); the bytes themselves
+    when ``path`` cannot be written (an unwritable cache is not an error: the caller runs from memory)."""
+    if path.is_file():
+        return path
+    data = make()
+    try:
+        from csnet.io.atomic import atomic_write_bytes
+
+        atomic_write_bytes(path, data)
+    except OSError as error:
+        log.debug("cannot write the cache %s (%s)", path, error)
+        return data
+    log.debug("cached %s", path)
+    return path

@@ -15,7 +15,7 @@ from typing import Optional, Union
 import numpy as np
 
 from csnet.infer.backends import Backend, BackendError
-from csnet.infer.cache import model_key
+from csnet.infer.cache import cached_file, model_key
 
 __all__ = ["OnnxRuntimeBackend"]
 
@@ -72,17 +72,7 @@ class OnnxRuntimeBackend(Backend):
         if cache_dir is None:
             return cls(export_onnx_bytes(model), device=device, threads=threads)
         path = Path(cache_dir) / "onnx" / f"{model_key(model, f'opset={DEFAULT_OPSET}')}.onnx"
-        if not path.is_file():
-            data = export_onnx_bytes(model)
-            try:
-                from csnet.io.atomic import atomic_write_bytes
-
-                atomic_write_bytes(path, data)
-                log.debug("cached the ONNX export at %s", path)
-            except OSError as error:  # an unwritable cache is not an error: run from memory
-                log.debug("cannot write the ONNX cache %s (%s)", path, error)
-                return cls(data, device=device, threads=threads)
-        return cls(path, device=device, threads=threads)
+        return cls(cached_file(path, lambda: export_onnx_bytes(model)), device=device, threads=threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)

@@ -78,22 +78,21 @@ class OpenVinoBackend(Backend):
 
 
 def _cached_export(model: nn.Module, fast, folder: Path) -> tuple[Optional[bytes], Optional[Path]]:
-    """The core's ONNX export from ``folder`` (made and stored there if missing) and OpenVINO's cache folder;
-    ``(None, None)`` when the folder cannot be written (then everything is built in memory)."""
+    """The core's ONNX export through ``folder`` (:func:`csnet.infer.cache.cached_file`) and OpenVINO's cache
+    folder, which is ``None`` when ``folder`` cannot be written (then OpenVINO compiles in memory)."""
     import csnet.infer.fastpath
-    from csnet.infer.cache import model_key
+    from csnet.infer.cache import cached_file, model_key
     from csnet.infer.fast_backends import export_core_onnx
-    from csnet.io.atomic import atomic_write_bytes
 
     code = Path(csnet.infer.fastpath.__file__).read_bytes()  # a changed fast path never meets a stale export
     path = folder / f"{model_key(model, 'openvino', hashlib.sha256(code).hexdigest())}.onnx"
     try:
-        if path.is_file():
-            return path.read_bytes(), folder / "compiled"
-        data = export_core_onnx(fast)
-        atomic_write_bytes(path, data)
-        (folder / "compiled").mkdir(parents=True, exist_ok=True)
-        return data, folder / "compiled"
-    except OSError as error:  # an unwritable cache is not an error
+        source = cached_file(path, lambda: export_core_onnx(fast))
+        if isinstance(source, bytes):
+            return source, None
+        compiled = folder / "compiled"
+        compiled.mkdir(parents=True, exist_ok=True)
+        return source.read_bytes(), compiled
+    except OSError as error:  # an unreadable cache is not an error either
         log.debug("cannot use the cache %s (%s)", folder, error)
         return None, None
