@@ -93,11 +93,12 @@ def _postprocess(logits: np.ndarray, original: tuple[int, int]) -> np.ndarray:
 
 
 def _encode(mask: np.ndarray, path: Optional[Path]) -> bytes:
+    from csnet.io.atomic import atomic_write_bytes
     from csnet.io.images import encode_image
 
     data = encode_image(mask)
     if path is not None:
-        path.write_bytes(data)
+        atomic_write_bytes(path, data)
     return data
 
 

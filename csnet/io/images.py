@@ -21,7 +21,7 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from csnet.io.atomic import atomic_path
+from csnet.io.atomic import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -122,9 +122,6 @@ def load_mask(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXEL
         raise ImageLoadError(name, f"unsupported image mode {im.mode!r} ({error})") from error
 
 
-_PNG_LEVEL = 1
-
-
 def encode_image(array: np.ndarray, image_format: str = "PNG") -> bytes:
     """``array`` (uint8 gray, RGB or RGBA) encoded in memory as ``image_format`` (a Pillow format name).
 
@@ -132,7 +129,7 @@ def encode_image(array: np.ndarray, image_format: str = "PNG") -> bytes:
     level 3 and 12.4 ms / 38 KB at Pillow's default level 6 (encoding was the largest cost after the model on a
     2-core CPU, benchmarks/RESULTS.md); JPEGs quality 95.
     """
-    options: dict = {"PNG": {"compress_level": _PNG_LEVEL}, "JPEG": {"quality": 95}}.get(image_format, {})
+    options: dict = {"PNG": {"compress_level": 1}, "JPEG": {"quality": 95}}.get(image_format, {})
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buffer, format=image_format, **options)
     return buffer.getvalue()
@@ -157,8 +154,7 @@ def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
         raise ValueError(f"save_png needs (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"save_png got an empty image of shape {array.shape}")
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG", compress_level=_PNG_LEVEL)
+    atomic_write_bytes(path, encode_image(array))
 
 
 def _source_name(source: ImageSource) -> str:
