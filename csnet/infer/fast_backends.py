@@ -305,8 +305,7 @@ class OpenVinoCSNet:
         self.fast.check_input(x)
         height, width = x.shape[-2], x.shape[-1]
         images = x.detach().to("cpu", torch.float32).numpy()
-        multiple = self.fast.pad_multiple
-        pad_h, pad_w = (-height) % multiple, (-width) % multiple
+        pad_h, pad_w = self.fast.padding(height, width)
         if pad_h or pad_w:
             images = np.pad(images, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
         images = np.ascontiguousarray(images)

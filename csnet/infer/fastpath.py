@@ -92,6 +92,11 @@ def randomize_batch_norm(model: nn.Module, generator: Optional[torch.Generator] 
     return model
 
 
+def _bilinear(x: Tensor, factor: int) -> Tensor:
+    """The model's upsampling: bilinear by an integer ``factor``, ``align_corners=False``."""
+    return F.interpolate(x, scale_factor=float(factor), mode="bilinear", align_corners=False)
+
+
 # ------------------------------------------------------------------------------------------- fused plan
 @dataclass
 class _Unit:
@@ -346,7 +351,7 @@ class _FusedCore(nn.Module):
         border included. OpenVINO runs it in its conv kernels, faster than its Interpolate.
         """
         if not self.upsample_by_deconv:
-            return F.interpolate(t, scale_factor=float(factor), mode="bilinear", align_corners=False)
+            return _bilinear(t, factor)
         kernel = getattr(self, self.deconv_kernels[factor]).expand(channels, 1, 2 * factor, 2 * factor)
         padded = F.pad(t, (1, 1, 1, 1), mode="replicate")
         return F.conv_transpose2d(padded, kernel, None, stride=factor, padding=3 * factor // 2, groups=channels)
@@ -486,10 +491,13 @@ class FastCSNet(nn.Module):
         if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
             raise ValueError(f"CSNet got an empty batch or image (shape {tuple(x.shape)})")
 
+    def padding(self, height: int, width: int) -> tuple[int, int]:
+        """Rows and columns added at the bottom and right to reach a multiple of ``pad_multiple``."""
+        return (-height) % self.pad_multiple, (-width) % self.pad_multiple
+
     def prepare(self, x: Tensor) -> Tensor:
         """Cast, pad to a multiple of ``pad_multiple`` (edge replication) and set the memory format."""
-        height, width = x.shape[-2], x.shape[-1]
-        pad_h, pad_w = (-height) % self.pad_multiple, (-width) % self.pad_multiple
+        pad_h, pad_w = self.padding(x.shape[-2], x.shape[-1])
         if x.dtype != self.dtype:
             x = x.to(self.dtype)
         if pad_h or pad_w:
@@ -501,8 +509,7 @@ class FastCSNet(nn.Module):
     def finish(self, logits: Tensor, height: int, width: int) -> Tensor:
         """The core's logits -> full-size logits cropped to ``height x width`` (the unpadded input)."""
         if self.logits_stride != 1:
-            logits = F.interpolate(logits, scale_factor=float(self.logits_stride), mode="bilinear",
-                                   align_corners=False)
+            logits = _bilinear(logits, self.logits_stride)
         if logits.shape[-2] != height or logits.shape[-1] != width:
             logits = logits[..., :height, :width]
         return logits
