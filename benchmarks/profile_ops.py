@@ -31,6 +31,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import csnet
+from csnet.io.atomic import atomic_write_text
 from csnet.infer.fastpath import optimize_for_inference, randomize_batch_norm
 
 _CONV_OPS = {"aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::slow_conv_dilated2d",
@@ -150,7 +151,8 @@ def main(argv=None) -> int:
         if args.json:
             rows = [{"layer": kind, "kernel": kernel, "ms": value, "layers": count}
                     for (kind, kernel), (value, count) in layers.items()]
-            args.json.write_text(json.dumps({"argv": sys.argv[1:], "total_ms": total, "layers": rows}, indent=1))
+            report = {"argv": sys.argv[1:], "total_ms": total, "layers": rows}
+            atomic_write_text(args.json, json.dumps(report, indent=1))
         return 0
     if args.per_node:
         fast = optimize_for_inference(model)
@@ -162,7 +164,8 @@ def main(argv=None) -> int:
             if value >= 0.05:
                 print(f"{op:<36}{value:9.2f} ms ({100 * value / sum(ms.values()):4.1f}%)")
         if args.json:
-            args.json.write_text(json.dumps({"argv": sys.argv[1:], "direct_ms": direct, "per_op_ms": ms}, indent=1))
+            report = {"argv": sys.argv[1:], "direct_ms": direct, "per_op_ms": ms}
+            atomic_write_text(args.json, json.dumps(report, indent=1))
         return 0
     variants = {
         "eager": model,
@@ -183,7 +186,7 @@ def main(argv=None) -> int:
         print(f"{kind:<36}" + "".join(f"{c:>20}" for c in cells))
     print(f"{'total':<36}" + "".join(f"{sum(r.values()):>20.2f}" for r in results.values()))
     if args.json:
-        args.json.write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=1))
+        atomic_write_text(args.json, json.dumps({"argv": sys.argv[1:], "results": results}, indent=1))
     return 0
 
 

@@ -544,6 +544,8 @@ def prune_model(
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
     elif not (0 <= ratio < 1):
         raise ValueError(f"ratio must be in [0, 1), got {ratio}")
+    if min_channels < 0:
+        raise ValueError(f"min_channels must be >= 0, got {min_channels}")
     if not isinstance(model, CSNet):
         raise TypeError(f"prune_model needs a CSNet, got {type(model).__name__}")
 
@@ -551,8 +553,6 @@ def prune_model(
     source = model if device.type == "cpu" else copy.deepcopy(model).to("cpu")
     scores = unit_scores(source, block_rule)
     removed, is_zero, t_eff = _removal(scores, threshold, ratio)
-    if min_channels < 0:
-        raise ValueError(f"min_channels must be >= 0, got {min_channels}")
     topped_up = _keep_minimum(scores, removed, min_channels) if min_channels else []
     pruner = _Pruner(source, removed, is_zero)
     config = source.config
