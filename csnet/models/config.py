@@ -7,6 +7,7 @@ and is validated on construction.
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -17,9 +18,40 @@ DEFAULT_STAGE_DEPTHS = (1, 3, 4, 6, 4)
 
 DILATIONS = (1, 2, 4, 8, 16)
 
+# Bounds on what a config may ask for. A model file's config is user input: without them a 2 KB file could
+# ask for 16,000-channel widths, infinite or negative widths or dilations, and fail deep inside the network's
+# construction (or build gigabytes first). CSNet x2 is at most 80 wide with 2 scales, 18 blocks and dilations
+# up to 16; these leave room for far larger variants. The loader (csnet.models.hub) also compares the file's
+# tensor shapes with the config before building the network, so what gets allocated is what the file holds.
+MAX_WIDTH = 2048
+"""Most channels at one scale of one block, of a fused stage, or of the CSF."""
+MAX_SCALES = 4
+"""Most resolutions per block (each is half the previous one)."""
+MAX_BLOCKS = 64
+MAX_STAGES = 8
+MAX_DILATION = 64
+MAX_DILATION_BRANCHES = 16
+MAX_IN_CHANS = 16
 
-def _ints(values: Sequence[Any]) -> tuple[int, ...]:
-    return tuple(int(v) for v in values)
+
+def _int(value: Any, what: str, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]``; floats (even 20.0), bools, strings and inf are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{what} must be an integer, got {value!r:.60}")
+    number = int(value)
+    if not low <= number <= high:
+        raise ValueError(f"{what} must be in {low}..{high}, got {number}")
+    return number
+
+
+def _ints(values: Any, what: str, low: int = 0, high: int = MAX_WIDTH, max_len: int = MAX_SCALES,
+          min_len: int = 1) -> tuple[int, ...]:
+    """A short sequence of bounded ints (see :func:`_int`), as a tuple."""
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__") or not hasattr(values, "__iter__"):
+        raise ValueError(f"{what} must be a list of integers, got {values!r:.60}")
+    if not min_len <= len(values) <= max_len:
+        raise ValueError(f"{what} must have {min_len}..{max_len} entries, got {len(values)}")
+    return tuple(_int(v, what, low, high) for v in values)
 
 
 @dataclass(frozen=True)
@@ -35,14 +67,12 @@ class BlockConfig:
     kernel_size: int = 1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "in_channels", _ints(self.in_channels))
-        object.__setattr__(self, "out_channels", _ints(self.out_channels))
-        if self.stride not in (1, 2):
-            raise ValueError(f"block stride must be 1 or 2, got {self.stride}")
+        object.__setattr__(self, "in_channels", _ints(self.in_channels, "block in_channels"))
+        object.__setattr__(self, "out_channels", _ints(self.out_channels, "block out_channels"))
+        object.__setattr__(self, "stride", _int(self.stride, "block stride", 1, 2))
+        object.__setattr__(self, "kernel_size", _int(self.kernel_size, "block kernel_size", 1, 3))
         if self.kernel_size not in (1, 3):
             raise ValueError(f"block kernel_size must be 1 or 3, got {self.kernel_size}")
-        if not self.in_channels or not self.out_channels or any(c < 0 for c in self.in_channels + self.out_channels):
-            raise ValueError(f"bad block widths {self.in_channels} -> {self.out_channels}")
 
 
 @dataclass(frozen=True)
@@ -61,11 +91,17 @@ class FusionConfig:
     dilations: tuple[int, ...] = DILATIONS
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "stages", _ints(self.stages))
-        object.__setattr__(self, "fuse_channels", _ints(self.fuse_channels))
-        object.__setattr__(self, "dilation_channels", tuple(_ints(row) for row in self.dilation_channels))
-        object.__setattr__(self, "dilations", _ints(self.dilations))
-        object.__setattr__(self, "out_channels", int(self.out_channels))
+        object.__setattr__(self, "stages", _ints(self.stages, "fusion stages", 1, MAX_STAGES - 1, MAX_STAGES))
+        object.__setattr__(self, "fuse_channels", _ints(self.fuse_channels, "fusion fuse_channels",
+                                                        max_len=MAX_STAGES, min_len=0))
+        object.__setattr__(self, "dilations", _ints(self.dilations, "fusion dilations", 1, MAX_DILATION,
+                                                    MAX_DILATION_BRANCHES))
+        rows = self.dilation_channels
+        if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence) or len(rows) > MAX_STAGES:
+            raise ValueError(f"dilation_channels must be at most {MAX_STAGES} rows of widths")
+        object.__setattr__(self, "dilation_channels", tuple(
+            _ints(row, "fusion dilation_channels", max_len=MAX_DILATION_BRANCHES) for row in rows))
+        object.__setattr__(self, "out_channels", _int(self.out_channels, "fusion out_channels", 1, MAX_WIDTH))
         if list(self.stages) != sorted(set(self.stages)) or not self.stages or min(self.stages) < 1:
             raise ValueError(f"fusion stages must be increasing stage indices >= 1, got {self.stages}")
         if len(self.dilation_channels) != len(self.fuse_channels):
@@ -92,10 +128,17 @@ class ChannelConfig:
     name: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.stages, Sequence) or len(self.stages) > MAX_STAGES:
+            raise ValueError(f"a ChannelConfig has at most {MAX_STAGES} stages")
+        if sum(len(s) if isinstance(s, Sequence) else 1 for s in self.stages) > MAX_BLOCKS:
+            raise ValueError(f"a ChannelConfig has at most {MAX_BLOCKS} blocks")
         stages = tuple(tuple(b if isinstance(b, BlockConfig) else BlockConfig(**b) for b in s) for s in self.stages)
         object.__setattr__(self, "stages", stages)
         if not isinstance(self.fusion, FusionConfig):
             object.__setattr__(self, "fusion", FusionConfig(**self.fusion))
+        object.__setattr__(self, "in_chans", _int(self.in_chans, "in_chans", 1, MAX_IN_CHANS))
+        if not isinstance(self.name, str):
+            raise ValueError(f"name must be a string, got {self.name!r:.60}")
         self.validate()
 
     # ----------------------------------------------------------------------------------------------- checks
@@ -151,19 +194,41 @@ class ChannelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ChannelConfig":
+        """Validated config from plain data (the JSON of a model file: untrusted).
+
+        Raises:
+            ValueError: one line naming the first problem (a missing key, a wrong type, a width out of bounds).
+        """
         try:
+            stages = data["stages"]
+            if not isinstance(stages, (list, tuple)) or len(stages) > MAX_STAGES:
+                raise ValueError(f"stages must be a list of at most {MAX_STAGES} stages")
+            if any(not isinstance(stage, (list, tuple)) for stage in stages):
+                raise ValueError("each stage must be a list of blocks")
+            if sum(map(len, stages)) > MAX_BLOCKS:
+                raise ValueError(f"a ChannelConfig has at most {MAX_BLOCKS} blocks")
             return cls(
-                stages=tuple(tuple(BlockConfig(**b) for b in stage) for stage in data["stages"]),
+                stages=tuple(tuple(BlockConfig(**b) for b in stage) for stage in stages),
                 fusion=FusionConfig(**data["fusion"]),
-                in_chans=int(data.get("in_chans", 3)),
-                name=str(data.get("name", "")),
+                in_chans=data.get("in_chans", 3),
+                name=str(data.get("name", ""))[:200],
             )
-        except (KeyError, TypeError) as error:
-            raise ValueError(f"not a valid ChannelConfig: {error}") from error
+        except KeyError as error:
+            raise ValueError(f"not a valid ChannelConfig: missing {error}") from None
+        except (TypeError, AttributeError) as error:
+            raise ValueError(f"not a valid ChannelConfig: {error}") from None
 
     @classmethod
     def from_json(cls, text: str) -> "ChannelConfig":
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("not a valid ChannelConfig: JSON nested too deeply") from None
+        except ValueError as error:
+            raise ValueError(f"not a valid ChannelConfig: not JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a valid ChannelConfig: the JSON is not an object")
+        return cls.from_dict(data)
 
 
 def _stage_stride(stages: Sequence[Sequence[BlockConfig]], stage: int) -> int:

@@ -85,11 +85,58 @@ def load_model(path_or_name: Union[str, os.PathLike, None] = None, device: Union
     try:
         config = ChannelConfig.from_json(meta["config"])
     except ValueError as error:
-        raise ModelFileError(f"{path}: bad model config ({error})") from error
+        raise ModelFileError(f"{path}: bad model config ({error})") from None
+    # Shapes and dtypes first, from the header and a network on the meta device: nothing the file asks for
+    # is allocated until its tensors are known to be exactly the ones its config describes.
+    _check_header(path, config)
     model = CSNet(config)
     try:
-        model.load_state_dict(load_file(str(path)), strict=True)
-    except RuntimeError as error:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ModelFileError(f"{path}: not a readable .safetensors file ({error})") from None
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(f"{path}: tensor {key} holds NaN or infinite values")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:  # not expected after _check_header; kept one line all the same
         first = str(error).strip().splitlines()
-        raise ModelFileError(f"{path}: weights do not match its config ({first[0] if first else error})") from error
+        raise ModelFileError(f"{path}: weights do not match its config ({first[0] if first else error})") from None
     return model.to(device).eval()
+
+
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+_INT_DTYPES = {"I64", "I32"}
+
+
+def _check_header(path: Path, config: ChannelConfig) -> None:
+    """Compare the file's tensor names, shapes and dtypes (its header only) with what ``config`` builds.
+
+    Raises:
+        ModelFileError: naming the first missing, unexpected, mis-shaped or wrongly typed tensor.
+    """
+    with torch.device("meta"):  # shapes without storage: a config within its bounds costs nothing here
+        expected = CSNet(config).state_dict()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            found = {key: (tuple(f.get_slice(key).get_shape()), f.get_slice(key).get_dtype()) for key in f.keys()}
+    except (SafetensorError, OSError) as error:
+        raise ModelFileError(f"{path}: not a readable .safetensors file ({error})") from None
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected]
+    if missing:
+        raise ModelFileError(f"{path}: weights do not match its config: {missing[0]} is missing "
+                             f"({len(missing)} missing in all)")
+    if unexpected:
+        raise ModelFileError(f"{path}: weights do not match its config: unexpected tensor {unexpected[0]} "
+                             f"({len(unexpected)} unexpected in all)")
+    for key, want in expected.items():
+        shape, dtype = found[key]
+        if shape != tuple(want.shape):
+            raise ModelFileError(f"{path}: weights do not match its config: {key} is {list(shape)} in the file, "
+                                 f"{list(want.shape)} in its config")
+        allowed = _FLOAT_DTYPES if want.is_floating_point() else _INT_DTYPES
+        if dtype not in allowed:
+            kind = "floating-point" if want.is_floating_point() else "integer"
+            raise ModelFileError(f"{path}: tensor {key} is {dtype}, expected a {kind} tensor "
+                                 f"({', '.join(sorted(allowed))})")
