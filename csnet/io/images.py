@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import threading
 import warnings
 from pathlib import Path
@@ -25,6 +26,8 @@ from csnet.io.atomic import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_SIDE",
+    "FORMATS",
     "ImageLoadError",
     "ImageSource",
     "load_image",
@@ -34,6 +37,15 @@ __all__ = [
 
 #: Images above this many pixels are refused (a 100-megapixel RGB image is 300 MB decoded).
 DEFAULT_MAX_PIXELS = 100_000_000
+#: Images wider or taller than this are refused whatever their pixel count: resizing to the network input
+#: and back costs memory in proportion to the longer side (224 x side float64 values), so a 1 px tall,
+#: 10^6 px wide PNG (1 KB, one megapixel) cost 5.5 GB. 32768 is beyond any camera or phone panorama
+#: within the pixel limit, and bounds those arrays to about 60 MB each.
+DEFAULT_MAX_SIDE = 32_768
+#: The formats decoded (Pillow names). Pillow knows many more, some of which run external programs (EPS
+#: runs Ghostscript) or parse rarely exercised code; a saliency tool needs only these photo formats.
+#: Multi-picture JPEGs (MPO, from phones' and stereo cameras) open through the JPEG decoder.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image]
 
@@ -62,22 +74,24 @@ class ImageLoadError(Exception):
 
 
 def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               exif: bool = True) -> np.ndarray:
+               exif: bool = True, max_side: int | None = DEFAULT_MAX_SIDE) -> np.ndarray:
     """Decode an image to RGB.
 
     Args:
         source: a path, the encoded bytes, a binary file object, or a PIL image.
         max_pixels: refuse images with more pixels than this (``None``: no limit).
         exif: apply the EXIF orientation tag (``ImageOps.exif_transpose``).
+        max_side: refuse images wider or taller than this (``None``: no limit), see :data:`DEFAULT_MAX_SIDE`.
 
     Returns:
         ``(H, W, 3)`` uint8 RGB. Alpha is dropped (not composited); 16-bit and float images are
         scaled to 8 bits as described in :func:`_high_bit_to_uint8`.
 
     Raises:
-        ImageLoadError: the source cannot be decoded, is empty, or is larger than ``max_pixels``.
+        ImageLoadError: the source cannot be decoded, is not one of :data:`FORMATS`, is empty, or is
+            larger than ``max_pixels`` or ``max_side``.
     """
-    im, name = _open(source, max_pixels=max_pixels, exif=exif)
+    im, name = _open(source, max_pixels=max_pixels, exif=exif, max_side=max_side)
     try:
         if im.mode in _SIXTEEN_BIT_MODES or im.mode == "F":
             gray = _high_bit_to_uint8(np.asarray(im))
@@ -93,7 +107,7 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
 
 
 def load_mask(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-              exif: bool = True) -> np.ndarray:
+              exif: bool = True, max_side: int | None = DEFAULT_MAX_SIDE) -> np.ndarray:
     """Decode a mask (a ground truth or a saliency map) to one 8-bit channel.
 
     The values are the file's gray levels, not thresholded: colour masks are converted to luma
@@ -107,7 +121,7 @@ def load_mask(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXEL
     Raises:
         ImageLoadError: as :func:`load_image`.
     """
-    im, name = _open(source, max_pixels=max_pixels, exif=exif)
+    im, name = _open(source, max_pixels=max_pixels, exif=exif, max_side=max_side)
     try:
         if im.mode in _SIXTEEN_BIT_MODES or im.mode == "F":
             return _high_bit_to_uint8(np.asarray(im))
@@ -189,7 +203,8 @@ def _read_bytes(source: ImageSource, name: str) -> bytes:
     return bytes(data)
 
 
-def _open(source: ImageSource, *, max_pixels: int | None, exif: bool) -> tuple[Image.Image, str]:
+def _open(source: ImageSource, *, max_pixels: int | None, exif: bool,
+          max_side: int | None = DEFAULT_MAX_SIDE) -> tuple[Image.Image, str]:
     """Open, check the size before decoding, decode fully, and apply EXIF orientation."""
     name = _source_name(source)
     if isinstance(source, Image.Image):
@@ -201,19 +216,19 @@ def _open(source: ImageSource, *, max_pixels: int | None, exif: bool) -> tuple[I
         try:
             with _WARNINGS_LOCK, warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                im = Image.open(io.BytesIO(data))
+                im = Image.open(io.BytesIO(data), formats=FORMATS)
         except Image.DecompressionBombError as error:
             raise ImageLoadError(
                 name, f"too large ({error}); limits above that also need "
                       "PIL.Image.MAX_IMAGE_PIXELS raised") from error
         except UnidentifiedImageError as error:
-            raise ImageLoadError(name, "not an image (unrecognized or corrupt format)") from error
+            raise ImageLoadError(name, _unidentified_problem(data)) from error
         except MemoryError:
             raise
         except Exception as error:  # noqa: BLE001 - Pillow raises many types for broken headers
             raise ImageLoadError(name, _decode_problem(error, "header")) from error
 
-    _check_size(im.size, name, max_pixels)  # from the header: nothing decoded yet
+    _check_size(im.size, name, max_pixels, max_side)  # from the header: nothing decoded yet
     try:
         im.load()
         if exif and im is source:
@@ -227,6 +242,57 @@ def _open(source: ImageSource, *, max_pixels: int | None, exif: bool) -> tuple[I
     return im, name
 
 
+_SIGNATURES = {
+    b"%!PS": "PostScript/EPS", b"\xc5\xd0\xd3\xc6": "EPS", b"%PDF": "PDF", b"\x00\x00\x01\x00": "ICO",
+    b"8BPS": "PSD", b"DDS ": "DDS", b"icns": "ICNS", b"\x00\x00\x00\x0cjP": "JPEG 2000", b"qoif": "QOI",
+}
+_TIFF_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
+
+
+def _unidentified_problem(data: bytes) -> str:
+    """Why Pillow could not open ``data``: a format csnet does not decode, a TIFF layout Pillow cannot
+    convert (named from its header, so the user knows what to re-save it as), or not an image at all."""
+    supported = ", ".join(FORMATS)
+    for signature, kind in _SIGNATURES.items():
+        if data.startswith(signature):
+            return f"{kind} files are not decoded (supported formats: {supported})"
+    layout = _tiff_layout(data) if data[:4] in (b"II*\x00", b"MM\x00*") else None
+    if layout is not None:
+        samples, bits, sample_format = layout
+        kind = _TIFF_SAMPLE_FORMATS.get(sample_format, f"sample format {sample_format}")
+        return (f"unsupported TIFF layout: {samples} samples per pixel of {bits}-bit {kind}; save it as 8- or "
+                f"16-bit grayscale/RGB(A) or 32-bit float grayscale")
+    return f"not an image in a supported format ({supported}), or corrupt"
+
+
+def _tiff_layout(data: bytes) -> tuple[int, int, int] | None:
+    """``(samples per pixel, bits per sample, sample format)`` from a TIFF's first IFD, or None if unreadable.
+
+    Only the first value of BitsPerSample / SampleFormat is read (inline when it fits, else at its offset).
+    """
+    try:
+        order = "<" if data[:2] == b"II" else ">"
+        (offset,) = struct.unpack_from(order + "I", data, 4)
+        (count,) = struct.unpack_from(order + "H", data, offset)
+        entries = {}
+        for index in range(min(count, 256)):
+            tag, kind, number, value = struct.unpack_from(order + "HHI4s", data, offset + 2 + 12 * index)
+            entries[tag] = (kind, number, value)
+
+        def first(tag: int) -> int:
+            if tag not in entries:
+                return 1
+            kind, number, value = entries[tag]
+            size = 2 if kind == 3 else 4
+            if number * size > 4:  # stored elsewhere: value is the offset
+                value = data[struct.unpack(order + "I", value)[0]:][:size]
+            return struct.unpack_from(order + ("H" if kind == 3 else "I"), value)[0]
+
+        return first(277), first(258), first(339)
+    except struct.error:
+        return None
+
+
 def _decode_problem(error: Exception, part: str) -> str:
     """Name what Pillow's exception means; its types vary by format and by where data ran out."""
     if isinstance(error, EOFError) or "truncated" in str(error).lower():
@@ -234,10 +300,13 @@ def _decode_problem(error: Exception, part: str) -> str:
     return f"corrupt {part} ({type(error).__name__}: {error})"
 
 
-def _check_size(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
+def _check_size(size: tuple[int, int], name: str, max_pixels: int | None, max_side: int | None = None) -> None:
     width, height = size
     if width <= 0 or height <= 0:
         raise ImageLoadError(name, f"zero-size image ({width}x{height})")
+    if max_side is not None and max(width, height) > max_side:
+        raise ImageLoadError(
+            name, f"too large: {width}x{height} has a side over the limit of {max_side} pixels (max_side)")
     if max_pixels is not None and width * height > max_pixels:
         raise ImageLoadError(
             name, f"too large: {width}x{height} = {width * height / 1e6:.1f} megapixels exceeds "
