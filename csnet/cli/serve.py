@@ -26,6 +26,18 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="most concurrent requests sharing one forward pass (default 8)")
     limits.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
                         help="how long a request waits for others to batch with (default 5)")
+    limits.add_argument("--max-connections", type=int, default=64, metavar="N",
+                        help="most open connections; more get 503 (default 64; each upload being read holds one "
+                             "and up to --max-upload-mb of memory)")
+    limits.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+                        help="an upload not received within S seconds gets 408 (default 30)")
+    access = parser.add_argument_group("who may call it")
+    access.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="let web pages from ORIGIN (scheme://host[:port]) call the service; repeatable. "
+                             "By default only the service's own page may")
+    access.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="answer requests whose Host is NAME (e.g. behind a reverse proxy); by default "
+                             "only localhost, 127.0.0.1, ::1 and --host, against DNS rebinding")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                         help="uvicorn's log level (default info)")
 
@@ -38,11 +50,17 @@ def build_app(args: argparse.Namespace):
         raise CLIError(f"{error}") from None
     if args.max_upload_mb <= 0 or args.max_megapixels <= 0 or args.max_batch < 1 or args.max_wait_ms < 0:
         raise CLIError("--max-upload-mb, --max-megapixels, --max-batch must be positive and --max-wait-ms >= 0")
+    if args.max_connections < 1 or not args.body_timeout > 0:
+        raise CLIError("--max-connections and --body-timeout must be positive")
+    for origin in args.allow_origin:
+        if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+            raise CLIError(f"--allow-origin {origin}: expected scheme://host[:port], e.g. http://localhost:3000")
     predictor = make_predictor(args)
     try:
         return create_app(predictor, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                           max_pixels=int(args.max_megapixels * 1e6), max_batch=args.max_batch,
-                          max_wait_ms=args.max_wait_ms)
+                          max_wait_ms=args.max_wait_ms, body_timeout_s=args.body_timeout, host=args.host,
+                          allow_origins=args.allow_origin, allow_hosts=args.allow_host)
     except ImportError as error:
         raise CLIError(str(error)) from None
 
@@ -58,5 +76,6 @@ def run(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"csnet serve: note: listening on {args.host}, reachable from other machines", file=sys.stderr)
     print(f"csnet serve: {app.state.predictor!r} at http://{args.host}:{args.port}/", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                limit_concurrency=args.max_connections)
     return 0

@@ -8,8 +8,14 @@ Endpoints:
   the mask (and sets the JSON's threshold, default 0.5).
 - ``GET /healthz``, ``GET /v1/models``, and ``GET /`` a page to try it in a browser.
 
-Errors are JSON, ``{"error": {"status": 413, "message": "..."}}``: 413 for uploads over the byte
-or pixel limits, 422 for files that are not images, 415 for other content types.
+Errors are JSON, ``{"error": {"status": 413, "message": "..."}}``, whatever their status (500s too):
+413 for uploads over the byte or pixel limits, 422 for files that are not images, 415 for other
+content types, 408 for uploads slower than ``body_timeout_s``, 403 for requests from other web pages
+(:mod:`csnet.serve.guard`).
+
+An upload is read completely (within ``body_timeout_s``) before it takes one of the ``max_inflight``
+processing slots, so slow clients cannot hold the slots; how many uploads are read at once is bounded by
+the server's connection limit (``csnet serve --max-connections``).
 
 Requests are decoded from memory (nothing reaches the file system) in the server's thread pool,
 their network inputs are micro-batched (:class:`~csnet.serve.batching.MicroBatcher`) into one
@@ -21,21 +27,23 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any, Dict, Literal, Optional
+from typing import Any, Dict, Literal, Optional, Sequence
 
 import numpy as np
 
 from csnet import __version__
 from csnet.io.images import encode_image
 from csnet.serve.batching import MicroBatcher
+from csnet.serve.guard import OriginGuard
 from csnet.serve.uploads import UploadError, read_image_upload
 
-__all__ = ["create_app", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_PIXELS"]
+__all__ = ["create_app", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_PIXELS", "DEFAULT_BODY_TIMEOUT_S"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_BODY_TIMEOUT_S = 30.0
 _STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 _PAGE_POLICY = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
                 "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
@@ -57,7 +65,8 @@ def _region(mask: np.ndarray) -> Dict[str, Any]:
 
 def create_app(predictor, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                max_pixels: int = DEFAULT_MAX_PIXELS, max_batch: int = 8, max_wait_ms: float = 5.0,
-               max_inflight: int = 32):
+               max_inflight: int = 32, body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+               host: str = "127.0.0.1", allow_origins: Sequence[str] = (), allow_hosts: Sequence[str] = ()):
     """The FastAPI app serving ``predictor`` (a :class:`~csnet.infer.predictor.Predictor`).
 
     Args:
@@ -65,8 +74,12 @@ def create_app(predictor, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         max_upload_bytes: larger uploads get 413 (checked while reading, before decoding).
         max_pixels: larger images get 413 (checked from the header, before decoding pixels).
         max_batch, max_wait_ms: micro-batching (see :class:`MicroBatcher`).
-        max_inflight: requests processed at once; the others wait unread (bounds memory: each
-            holds up to ``max_upload_bytes`` plus its decoded pixels).
+        max_inflight: requests decoded and predicted at once; the others wait with their upload read
+            (bounds memory: each holds up to ``max_upload_bytes`` plus its decoded pixels).
+        body_timeout_s: an upload not received completely within this many seconds gets 408.
+        host: the address the server is bound to: with the loopback names, the ``Host`` values accepted.
+        allow_origins, allow_hosts: other web pages' origins that may call the service, other ``Host``
+            names it answers to (see :class:`~csnet.serve.guard.OriginGuard`).
     """
     try:
         from fastapi import FastAPI, Query, Request
@@ -74,6 +87,7 @@ def create_app(predictor, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         from fastapi.responses import HTMLResponse, JSONResponse, Response
         from starlette.concurrency import run_in_threadpool
         from starlette.exceptions import HTTPException
+        from starlette.requests import ClientDisconnect
     except ImportError as error:
         raise ImportError("the service needs FastAPI: pip install 'csnet[serve]'") from error
 
@@ -91,10 +105,12 @@ def create_app(predictor, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     # No /docs or /redoc: FastAPI's pages load Swagger/ReDoc from a CDN; /openapi.json stays.
     app = FastAPI(title="csnet", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Salient object detection with CSNet: masks and cutouts.")
+    app.add_middleware(OriginGuard, bound_host=host, allow_origins=allow_origins, allow_hosts=allow_hosts)
     app.state.predictor = predictor
     app.state.batcher = batcher
     limits = {"max_upload_bytes": int(max_upload_bytes), "max_pixels": int(max_pixels),
-              "max_batch": int(max_batch), "max_wait_ms": float(max_wait_ms), "max_inflight": int(max_inflight)}
+              "max_batch": int(max_batch), "max_wait_ms": float(max_wait_ms), "max_inflight": int(max_inflight),
+              "body_timeout_s": float(body_timeout_s)}
     inflight = asyncio.Semaphore(max_inflight)
 
     def error_response(status: int, message: str) -> JSONResponse:
@@ -113,6 +129,18 @@ def create_app(predictor, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
         return error_response(error.status_code, str(error.detail))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, error: ClientDisconnect):
+        # an everyday event (a closed tab, a cancelled upload): one line, no traceback; nobody reads the answer
+        client = request.client.host if request.client else "a client"
+        log.info("%s disconnected before its upload to %s was complete", client, request.url.path)
+        return error_response(400, "the client disconnected before the upload was complete")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception):
+        # Starlette logs the traceback after this answer; the client gets the JSON format, not plain text
+        return error_response(500, f"internal error ({type(error).__name__}); the server log has the details")
 
     def decode(data: bytes):
         try:
@@ -140,8 +168,11 @@ def create_app(predictor, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
               responses={200: {"content": {"image/png": {}}}, 413: {}, 415: {}, 422: {}})
     async def saliency(request: Request, output: Literal["mask", "cutout", "json"] = "mask",
                        threshold: Optional[float] = Query(None, ge=0.0, le=1.0)):
-        async with inflight:
-            data = await read_image_upload(request, max_upload_bytes)
+        try:
+            data = await asyncio.wait_for(read_image_upload(request, max_upload_bytes), body_timeout_s)
+        except asyncio.TimeoutError:
+            raise UploadError(408, f"the upload was not received within {body_timeout_s:g} s") from None
+        async with inflight:  # taken only now: a slow upload holds a connection, never a slot
             image, x = await run_in_threadpool(decode, data)
             del data
             logits = await asyncio.wrap_future(batcher.submit(x))

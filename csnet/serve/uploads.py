@@ -14,6 +14,8 @@ __all__ = ["UploadError", "read_image_upload", "MULTIPART_OVERHEAD"]
 #: Allowance for multipart boundaries and part headers on top of the image's own bytes.
 MULTIPART_OVERHEAD = 64 * 1024
 _FIELD_NAMES = (b"image", b"file")
+#: Longest multipart boundary accepted (RFC 2046 allows 70; python-multipart refuses over 256).
+MAX_BOUNDARY_BYTES = 256
 
 
 class UploadError(Exception):
@@ -43,6 +45,9 @@ def _parse_multipart(body: bytes, content_type: str) -> bytes:
     boundary = params.get(b"boundary")
     if not boundary:
         raise UploadError(400, "multipart body without a boundary")
+    if len(boundary) > MAX_BOUNDARY_BYTES:  # python-multipart raises on these, which was a 500
+        raise UploadError(400, f"multipart boundary of {len(boundary)} bytes is longer than "
+                               f"{MAX_BOUNDARY_BYTES} bytes")
     parts: list[dict] = []
     state: dict = {}
 
@@ -67,11 +72,11 @@ def _parse_multipart(body: bytes, content_type: str) -> bytes:
         parts.append({"name": disposition.get(b"name", b""), "filename": disposition.get(b"filename"),
                       "data": b"".join(state["data"])})
 
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_part_data": on_part_data, "on_part_end": on_part_end,
-    })
     try:
+        parser = MultipartParser(boundary, {
+            "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+            "on_header_end": on_header_end, "on_part_data": on_part_data, "on_part_end": on_part_end,
+        })
         parser.write(body)
         parser.finalize()
     except Exception as error:  # noqa: BLE001 - python-multipart raises several error types

@@ -19,6 +19,8 @@ with warnings.catch_warnings():
 from csnet.serve.app import create_app  # noqa: E402
 from csnet.serve.batching import MicroBatcher  # noqa: E402
 
+LOCAL = "http://127.0.0.1:8000"  # the Host a browser sends to a local service (TestClient says "testserver")
+
 
 def png_bytes(array, image_format="PNG"):
     buffer = io.BytesIO()
@@ -29,7 +31,7 @@ def png_bytes(array, image_format="PNG"):
 @pytest.fixture(scope="module")
 def client(one_torch_thread):
     app = create_app(shared_predictor(), max_upload_bytes=300_000, max_pixels=2_000_000, max_wait_ms=2)
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url=LOCAL) as test_client:
         yield test_client
 
 
@@ -121,7 +123,7 @@ def test_concurrent_requests_share_forward_passes():
     predictor = shared_predictor()
     app = create_app(predictor, max_batch=8, max_wait_ms=100)
     images = [gradient_image(24 + 4 * i, 32, seed=i) for i in range(8)]
-    with TestClient(app) as client, ThreadPoolExecutor(max_workers=8) as pool:
+    with TestClient(app, base_url=LOCAL) as client, ThreadPoolExecutor(max_workers=8) as pool:
         responses = list(pool.map(lambda im: post(client, png_bytes(im)), images))
         batcher = app.state.batcher
     for image, response in zip(images, responses):
@@ -167,7 +169,7 @@ def test_requests_never_touch_the_file_system(monkeypatch):
     noise = np.random.default_rng(1).integers(0, 256, (700, 700, 3), dtype=np.uint8)
     data = png_bytes(noise)
     assert len(data) > 1_100_000
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         def forbidden(*args, **kwargs):
             raise AssertionError(f"file system touched: {args[:1]}")
 
