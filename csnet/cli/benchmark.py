@@ -33,8 +33,9 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="csnet_l_x1",
-                        help="registered model name or a .safetensors model file (default csnet_l_x1; "
+    parser.add_argument("--model", default=None,
+                        help="registered model name or a .safetensors model file (default csnet_l_x1, or "
+                             "csnet_l_x2 with --train; "
                              "a registered name without bundled weights runs random weights with trained-like "
                              "BN statistics: same timings as trained weights, checked with denormals flushed)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -66,6 +67,14 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip comparing every backend's logits with the eager model")
     parser.add_argument("--json", type=Path, default=None, metavar="F", help="write the rows as a JSON list")
+    tr = parser.add_argument_group("training step (forward + loss + backward + Adam, as csnet train runs it)")
+    tr.add_argument("--train", action="store_true",
+                    help="time the training step instead: today's (fp32, NCHW, batch 24) beside the recipe's fast "
+                         "step, side by side (default model csnet_l_x2)")
+    tr.add_argument("--train-modes", default=None,
+                    help="comma-separated training modes (default fp32-nchw,bf16-nhwc; also bf16-nhwc-b4, "
+                         "bf16-nhwc-b16, fp32-nhwc)")
+    tr.add_argument("--steps", type=int, default=10, help="timed training steps per mode (default 10)")
     e2e = parser.add_argument_group("end to end (decode -> resize -> model -> encode over a folder)")
     e2e.add_argument("--end-to-end", type=Path, default=None, metavar="DIR",
                      help="measure images/s over the images in DIR with the first --backend, plus a per-stage "
@@ -92,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
     from csnet.models import is_model
     from csnet.models.weights import PRETRAINED
 
+    if args.train:
+        return _train(args)
+    if args.model is None:
+        args.model = "csnet_l_x1"
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise CLIError("--device cuda: CUDA is not available here")
@@ -189,3 +202,46 @@ def _end_to_end(args: argparse.Namespace, model, backend: str, device: str, thre
                     "load_after": load_average()})
         rows.append(row)
     return rows
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from csnet.bench import environment, load_average
+    from csnet.bench.train_bench import FAST, TODAY, TRAIN_MODES, benchmark_train, format_train_rows
+
+    if args.device != "cpu":
+        raise CLIError("--train measures the CPU step here; on CUDA train with --amp and --channels-last")
+    names = [m.strip() for m in (args.train_modes or f"{TODAY.name},{FAST.name}").split(",") if m.strip()]
+    unknown = [n for n in names if n not in TRAIN_MODES]
+    if unknown:
+        raise CLIError(f"unknown training mode(s) {', '.join(unknown)}; choose from {', '.join(TRAIN_MODES)}")
+    height, width = _size(args.size)
+    if height != width or height % 16:
+        raise CLIError("--train needs one square size, a multiple of 16")
+    if args.steps < 1:
+        raise CLIError("--steps must be >= 1")
+    model = args.model or "csnet_l_x2"
+    threads = args.threads if args.threads is not None else min(2, os.cpu_count() or 1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    env = environment()
+    print(f"csnet benchmark --train: {model}, {height} px, {threads} threads, torch {env['torch']}, "
+          f"load average {load_average()}")
+    try:
+        rows = benchmark_train(model, [TRAIN_MODES[n] for n in names], size=height, steps=args.steps,
+                               warmup=args.warmup if args.warmup != 10 else 2, max_seconds=args.max_seconds * 4)
+    except (KeyError, ValueError) as error:
+        raise CLIError(str(error)) from None
+    finally:
+        torch.set_num_threads(previous)
+    print(format_train_rows(rows))
+    if args.json is not None:
+        from csnet.io.atomic import atomic_write_text
+
+        for row in rows:
+            row["environment"] = env
+            row["threads"] = threads
+        atomic_write_text(args.json, json.dumps(rows, indent=2))
+        print(f"wrote {len(rows)} rows to {args.json}")
+    return 0

@@ -20,6 +20,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "demo", "run the bundled model on bundled sample photos and write a contact sheet"),
     ("models", "models", "list the registered models"),
     ("info", "info", "parameters, MACs and per-stage shapes of a model"),
+    ("label", "label", "write a teacher model's soft maps for photos without masks (distillation)"),
     ("train", "train", "train a model on SOD datasets"),
     ("evaluate", "evaluate", "score saliency maps (or a model) against ground truth"),
     ("prune", "prune", "remove the channels dynamic weight decay killed"),

@@ -50,6 +50,15 @@ _HELP = {
     "grad_clip": "clip the gradient norm to this value",
     "tensorboard": "write TensorBoard events to RUN_DIR/tb (default on)",
     "log_every": "steps between loss checks and progress updates",
+    "channels_last": "NHWC memory format for the model and batches (same maths, faster)",
+    "loss": "bce (release) or bce+iou",
+    "lr_schedule": "step (MultiStepLR at --milestones, release) or cosine (warm-up, then cosine to 0)",
+    "warmup_epochs": "epochs of linear warm-up for --lr-schedule cosine",
+    "soft_masks": "keep gray masks soft instead of binarizing at 128 (on with --teacher)",
+    "teacher": "distil: an ONNX saliency model (JSON card beside it) that labels --unlabeled first",
+    "unlabeled": "folders of photos without masks, comma-separated, trained on with the teacher's soft maps",
+    "label_dir": "folder of the teacher's maps (default RUN_DIR/labels; reused across runs)",
+    "limit": "train on at most N pairs (quick trials)",
 }
 
 
@@ -71,9 +80,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--threads", type=int, metavar="N",
                      help="CPU threads per process (torch.set_num_threads); on a busy CPU fewer threads than cores "
                           "is often faster")
-    from csnet.train.config import AMP_MODES, CACHE_MODES, DEVICES, WEIGHT_DECAY_MODES, TrainConfig
+    from csnet.train.config import (AMP_MODES, CACHE_MODES, DEVICES, LOSSES, LR_SCHEDULES, WEIGHT_DECAY_MODES,
+                                    TrainConfig)
 
-    choices = {"weight_decay_mode": WEIGHT_DECAY_MODES, "cache": CACHE_MODES, "device": DEVICES, "amp": AMP_MODES}
+    choices = {"weight_decay_mode": WEIGHT_DECAY_MODES, "cache": CACHE_MODES, "device": DEVICES, "amp": AMP_MODES,
+               "loss": LOSSES, "lr_schedule": LR_SCHEDULES}
     defaults = TrainConfig()
     recipe = parser.add_argument_group("recipe (each overrides --config; default: the release recipe)")
     for field in _fields():
@@ -88,7 +99,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                                 help=help_text)
         else:
             metavar = {"data": "DIR[,DIR]", "val": "DIR[,DIR]", "init": "MODEL.safetensors", "betas": "B1,B2",
-                       "milestones": "E[,E]", "dwd_scale_weights": "W[,W]"}.get(field.name)
+                       "milestones": "E[,E]", "dwd_scale_weights": "W[,W]", "teacher": "TEACHER.onnx",
+                       "unlabeled": "DIR[,DIR]", "label_dir": "DIR"}.get(field.name)
             recipe.add_argument(flag, dest=field.name, default=None, metavar=metavar, choices=choices.get(field.name),
                                 help=help_text)
 
@@ -104,7 +116,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         try:
             if "tuple" in kind:
                 parts = [p.strip() for p in str(value).split(",") if p.strip()]
-                if field.name in ("data", "val"):
+                if field.name in ("data", "val", "unlabeled"):
                     value = tuple(os.path.abspath(os.path.expanduser(p)) for p in parts)
                 elif "float" in kind:
                     value = tuple(float(p) for p in parts)
@@ -118,7 +130,7 @@ def _overrides(args: argparse.Namespace) -> dict:
                 value = float(value)
             elif "int" in kind:
                 value = int(value)
-            elif field.name in ("init", "cache_dir"):
+            elif field.name in ("init", "cache_dir", "teacher", "label_dir"):
                 value = os.path.abspath(os.path.expanduser(value))
         except ValueError:
             raise CLIError(f"--{field.name.replace('_', '-')}: bad value {value!r}") from None

@@ -18,10 +18,12 @@ WEIGHT_DECAY_MODES = ("dwd", "standard", "none")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 CACHE_MODES = ("memory", "disk", "none")
 DEVICES = ("auto", "cpu", "cuda")
+LOSSES = ("bce", "bce+iou")
+LR_SCHEDULES = ("step", "cosine")
 
 #: Fields that may change when a run is resumed: they do not change what is computed.
 RUNTIME_FIELDS = frozenset({"epochs", "workers", "device", "cache", "cache_dir", "tensorboard", "log_every",
-                            "val_every"})
+                            "val_every", "label_dir"})
 
 
 class ConfigError(ValueError):
@@ -65,6 +67,19 @@ class TrainConfig:
         grad_clip: clip the gradient norm (``None``: off, as in the release).
         tensorboard: also write TensorBoard events to ``RUN_DIR/tb`` (when tensorboard is installed).
         log_every: steps between loss checks / progress updates.
+        channels_last: run the model and batches in NHWC memory format (same maths; faster on CPUs and
+            tensor cores).
+        loss: ``bce`` (the release) or ``bce+iou`` (BCE plus a soft IoU term per image, which rewards whole,
+            confident silhouettes rather than per-pixel hedging).
+        lr_schedule: ``step`` (MultiStepLR at ``milestones``, the release) or ``cosine`` (linear warm-up over
+            ``warmup_epochs``, then cosine decay to zero at ``epochs``).
+        warmup_epochs: epochs of linear warm-up (``cosine`` only).
+        soft_masks: keep gray masks soft instead of binarizing them at 128 (soft teacher maps as targets).
+        teacher: an ONNX saliency model (JSON card beside it) that labels ``unlabeled`` before training.
+        unlabeled: folders of photos without masks, labelled by ``teacher`` into ``label_dir`` and trained on
+            with the teacher's soft maps as targets.
+        label_dir: where the teacher's maps go (default ``RUN_DIR/labels``; reused when it holds them).
+        limit: train on at most this many pairs (the first of the shuffled list): quick trials.
     """
 
     model: str = "csnet_x2"
@@ -100,6 +115,15 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     tensorboard: bool = True
     log_every: int = 10
+    channels_last: bool = False
+    loss: str = "bce"
+    lr_schedule: str = "step"
+    warmup_epochs: int = 0
+    soft_masks: bool = False
+    teacher: Optional[str] = None
+    unlabeled: tuple[str, ...] = ()
+    label_dir: Optional[str] = None
+    limit: Optional[int] = None
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -132,6 +156,13 @@ class TrainConfig:
         check(self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         check(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")
         check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+        check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        check(self.lr_schedule in LR_SCHEDULES,
+              f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        check(0 <= self.warmup_epochs < self.epochs or self.warmup_epochs == 0,
+              f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
+        check(bool(self.teacher) == bool(self.unlabeled), "teacher and unlabeled go together")
+        check(self.limit is None or self.limit >= 2, f"limit must be >= 2, got {self.limit}")
 
     @property
     def resolved_val_size(self) -> int:

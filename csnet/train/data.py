@@ -73,6 +73,26 @@ def _cache(config: TrainConfig, dataset_config: DatasetConfig, run_dir: Path) ->
                        directory=directory)
 
 
+def teacher_pairs(config: TrainConfig, run_dir: Path, info: DistInfo, exclude=()) -> list:
+    """Pairs of the unlabelled photos with the teacher's soft maps, labelling what is not labelled yet.
+
+    Rank 0 labels (once: maps already in the label folder are reused, so a resumed or repeated run does
+    not label again); the other ranks wait and read its list file. Validation images are never labelled.
+    """
+    from csnet.distill import LABELS_FILE, OnnxTeacher, TeacherError, label_images
+
+    folder = Path(config.label_dir) if config.label_dir else run_dir / "labels"
+    if info.is_main:
+        try:
+            teacher = OnnxTeacher(config.teacher, threads=torch.get_num_threads())
+            report = label_images(teacher, list(config.unlabeled), folder, exclude=exclude, progress=False)
+        except TeacherError as error:
+            raise DatasetError(str(error)) from None
+        logger.info("teacher %s: %s", teacher.protocol.name, report.summary())
+    barrier(info)
+    return pair_dataset([str(folder / LABELS_FILE)])
+
+
 def build_data(config: TrainConfig, run_dir: Path, info: DistInfo, device: torch.device,
                write_split: bool = True) -> RunData:
     """Decode the datasets once (cached), split off validation and make the training loader.
@@ -81,7 +101,9 @@ def build_data(config: TrainConfig, run_dir: Path, info: DistInfo, device: torch
     """
     if not config.data:
         raise DatasetError("no training data given (--data DIR[,DIR])")
-    train_cfg = DatasetConfig(size=config.size, augment=config.augment, seed=config.seed)
+    soft = config.soft_masks or bool(config.teacher)
+    train_cfg = DatasetConfig(size=config.size, augment=config.augment, seed=config.seed,
+                              mask_threshold=None if soft else 128)
     val_cfg = DatasetConfig(size=config.resolved_val_size, augment=False, seed=config.seed)
     decode_threads = max(1, config.workers)
 
@@ -93,6 +115,11 @@ def build_data(config: TrainConfig, run_dir: Path, info: DistInfo, device: torch
             raise DatasetError(f"val_fraction {config.val_fraction} leaves no training pairs")
     elif config.val:
         val_pairs = pair_dataset(list(config.val))
+    if config.teacher:
+        pairs = pairs + teacher_pairs(config, run_dir, info, exclude=[p.image for p in val_pairs])
+    if config.limit is not None and len(pairs) > config.limit:
+        generator = torch.Generator().manual_seed(config.seed)
+        pairs = [pairs[i] for i in sorted(torch.randperm(len(pairs), generator=generator)[:config.limit].tolist())]
     if write_split and info.is_main and config.val_fraction > 0:
         split = {"val_fraction": config.val_fraction, "split_seed": config.split_seed, "data": list(config.data),
                  "train": [p.key for p in pairs], "val": [p.key for p in val_pairs]}

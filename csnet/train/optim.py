@@ -17,12 +17,13 @@ Without both, Adam's relative step on those weights would be ~100x larger than i
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Optional
 
 import torch
 from torch import nn
 
-__all__ = ["RELEASE_GAIN", "release_scaled_convs", "release_init_", "param_groups"]
+__all__ = ["RELEASE_GAIN", "release_scaled_convs", "release_init_", "param_groups", "WarmupCosine", "lr_scheduler"]
 
 RELEASE_GAIN = 100.0
 
@@ -106,3 +107,25 @@ def param_groups(model: nn.Module, *, lr: float, weight_decay: float, eps: float
         "x100": {"lr": lr * RELEASE_GAIN, "weight_decay": weight_decay / RELEASE_GAIN ** 2, "eps": eps / RELEASE_GAIN},
     }
     return [{"name": name, "params": params, **settings[name]} for name, params in groups.items() if params]
+
+
+class WarmupCosine:
+    """Factor on the base learning rate at ``epoch``: linear warm-up over ``warmup`` epochs, then a cosine
+    from 1 to 0 reached at ``epochs``. A class (not a lambda) so the schedule is plain data."""
+
+    def __init__(self, epochs: int, warmup: int = 0) -> None:
+        self.epochs, self.warmup = int(epochs), int(warmup)
+
+    def __call__(self, epoch: int) -> float:
+        if epoch < self.warmup:
+            return (epoch + 1) / (self.warmup + 1)
+        span = max(1, self.epochs - self.warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch - self.warmup, span) / span))
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, config) -> torch.optim.lr_scheduler.LRScheduler:
+    """The epoch-level schedule of ``config`` (a :class:`~csnet.train.config.TrainConfig`)."""
+    if config.lr_schedule == "cosine":
+        factor = WarmupCosine(config.epochs, config.warmup_epochs)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor] * len(optimizer.param_groups))
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.lr_gamma)

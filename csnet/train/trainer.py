@@ -1,4 +1,4 @@
-"""The training loop: BCE (+ DWD), Adam, MultiStepLR, validation, atomic checkpoints, exact resume, DDP.
+"""The training loop: BCE (+ IoU) (+ DWD), Adam, MultiStepLR or warm-up + cosine, validation, atomic checkpoints, exact resume, DDP.
 
 A run lives in one folder::
 
@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from csnet.channels.dwd import DynamicWeightDecay
@@ -38,7 +37,8 @@ from csnet.train import checkpoint as ckpt
 from csnet.train.config import RUNTIME_FIELDS, ConfigError, TrainConfig
 from csnet.train.data import RunData, build_data, train_batches
 from csnet.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
-from csnet.train.optim import param_groups, release_init_
+from csnet.train.optim import lr_scheduler, release_init_
+from csnet.train.step import build_train_step
 
 __all__ = ["Trainer", "TrainResult", "TrainingError", "DivergedError", "train", "resume_config",
            "validate", "CONFIG_FILE", "METRICS_FILE"]
@@ -228,7 +228,8 @@ class Trainer:
                 raise TrainingError(f"model {cfg.model!r}: {error}") from None
             if cfg.release_param_scaling:
                 release_init_(model)
-        model.train().to(self.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        model.train().to(self.device, memory_format=self.memory_format)
         if cfg.sync_bn and self.info.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
@@ -244,15 +245,10 @@ class Trainer:
 
     def _build_optimizer(self) -> None:
         cfg = self.config
-        decay = 0.0 if cfg.weight_decay_mode == "none" else cfg.weight_decay
-        groups = param_groups(self.model, lr=cfg.lr, weight_decay=decay, eps=cfg.eps,
-                              no_decay=self.dwd.decayed_parameters() if self.dwd else (),
-                              release_scaling=cfg.release_param_scaling)
-        # The optimizer holds exactly this model's parameters (the release's fine-tune step did not).
-        self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(cfg.milestones), cfg.lr_gamma)
-        self.scaler = torch.amp.GradScaler(self.device.type if self.device.type == "cuda" else "cpu",
-                                           enabled=self.amp_dtype == torch.float16)
+        self.train_step = build_train_step(self.ddp, self.model, cfg, self.amp_dtype, self.dwd)
+        self.optimizer, self.scaler = self.train_step.optimizer, self.train_step.scaler
+        self.scheduler = lr_scheduler(self.optimizer, cfg)
+        groups = self.optimizer.param_groups
         for group in groups:
             logger.debug("param group %s: %d tensors, lr %g, weight decay %g, eps %g", group["name"],
                          len(group["params"]), group["lr"], group["weight_decay"], group["eps"])
@@ -332,25 +328,10 @@ class Trainer:
             bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", dynamic_ncols=True,
                        leave=False)
         start = time.perf_counter()
-        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                  enabled=self.amp_dtype is not None)
         try:
             for step, (images, masks) in enumerate(self.batches, start=1):
-                images = images.to(self.device, non_blocking=True)
-                masks = masks.to(self.device, non_blocking=True)
-                with autocast:
-                    logits = self.ddp(images)
-                bce = F.binary_cross_entropy_with_logits(logits.float(), masks.float())
-                reg = self.dwd.penalty() if self.dwd is not None else bce.new_zeros(())
-                loss = bce + reg
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                if cfg.grad_clip is not None:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                sums += torch.stack([loss.detach(), bce.detach(), reg.detach()]).double()
+                loss, bce, reg = self.train_step(images, masks)
+                sums += torch.stack([loss, bce, reg]).double()
                 seen += images.shape[0]
                 if step % cfg.log_every == 0 or step == steps:
                     # One host sync every log_every steps, and a collective so all ranks stop together.

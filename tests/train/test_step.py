@@ -1,0 +1,71 @@
+"""The training step: today's fp32 NCHW step and the fast bf16 NHWC step learn the same thing; the losses and
+the warm-up + cosine schedule do what they say."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from csnet.bench.train_bench import FAST, TODAY, benchmark_train, synthetic_batch, train_config_for
+from csnet.models import create_model
+from csnet.train.losses import saliency_loss, soft_iou_loss
+from csnet.train.optim import WarmupCosine, release_init_
+from csnet.train.step import build_train_step
+from csnet.train.trainer import _amp_dtype
+
+
+def _losses(mode, steps: int, batch: int = 4, size: int = 32) -> list[float]:
+    config = train_config_for(mode, model="csnet_x1", size=size, weight_decay_mode="standard", lr=1e-3)
+    config = config.replace(batch_size=batch)
+    torch.manual_seed(0)
+    model = create_model("csnet_x1")
+    release_init_(model)
+    model.train().to(memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    step = build_train_step(model, model, config, _amp_dtype(config.amp, torch.device("cpu")))
+    losses = []
+    for i in range(steps):
+        images, masks = synthetic_batch(batch, size, seed=i % 16)
+        losses.append(step(images, masks)[0].item())
+    return losses
+
+
+def test_fast_step_follows_the_fp32_step_over_hundreds_of_steps(one_thread) -> None:
+    # Same batches and batch size, so only the precision and the layout differ: bf16 rounds activations to
+    # 8 mantissa bits (relative error ~4e-3), fp32 master weights keep the updates exact, so the two loss
+    # curves must stay within a few percent of each other all the way, and both must learn.
+    fp32 = _losses(TODAY, 240)
+    bf16 = _losses(FAST, 240)
+    window = 20
+    for start in range(0, 240, window):
+        a = sum(fp32[start:start + window]) / window
+        b = sum(bf16[start:start + window]) / window
+        assert abs(a - b) <= 0.05 * a + 0.01, (start, a, b)
+    assert sum(fp32[-window:]) < 0.6 * sum(fp32[:window])
+
+
+def test_benchmark_rows_name_each_mode(one_thread) -> None:
+    rows = benchmark_train("csnet_x1", [TODAY, FAST], size=32, steps=2, warmup=1)
+    assert [r["mode"] for r in rows] == [TODAY.name, FAST.name]
+    assert rows[0]["speedup"] == 1.0 and all(r["images_per_s"] > 0 for r in rows)
+    assert rows[1]["batch_size"] == FAST.batch_size and rows[1]["amp"] == "bf16"
+
+
+def test_soft_iou_is_zero_for_a_perfect_map_and_bce_iou_adds_it() -> None:
+    target = torch.zeros(2, 1, 8, 8)
+    target[:, :, 2:6, 2:6] = 1.0
+    perfect = (target * 2 - 1) * 50.0
+    assert soft_iou_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+    hedging = torch.zeros_like(target)  # p = 0.5 everywhere
+    iou = soft_iou_loss(hedging, target).item()
+    assert iou == pytest.approx(1 - (8 + 1) / (40 + 1), rel=1e-6)  # inter 16 * 0.5, union 64 * 0.5 + 16 - 8
+    loss, bce = saliency_loss(hedging, target, "bce+iou")
+    assert loss.item() == pytest.approx(bce.item() + iou, rel=1e-6)
+    assert saliency_loss(hedging, target, "bce")[0].item() == pytest.approx(math.log(2), rel=1e-6)
+
+
+def test_warmup_cosine_schedule() -> None:
+    factor = WarmupCosine(epochs=10, warmup=2)
+    assert [round(factor(e), 4) for e in (0, 1, 2)] == [round(1 / 3, 4), round(2 / 3, 4), 1.0]
+    assert factor(6) == pytest.approx(0.5)
+    assert factor(10) == pytest.approx(0.0, abs=1e-12)
