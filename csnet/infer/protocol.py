@@ -8,6 +8,11 @@ The release resized with scikit-image (bilinear, no antialiasing) on float64 ima
 tensors bit for bit (checked against ``../shared/reference/official_io.npz``) and the same maps except in the
 outermost 1-2 pixels when upsampling (edge clamping instead of reflection). Everything is computed in float64
 and the network input is returned as float32.
+
+The resizes run in NumPy (:mod:`csnet.infer.resize`, the same formula and order of operations as torch's, equal
+to it bit for bit) so that memory stays bounded whatever the image's shape: only the source pixels the
+bilinear taps read are converted to float64, and the full-size map is built a block of rows at a time into
+uint8. Through torch the whole image became float64 (24 bytes per pixel) and the map a float64 H x W array.
 """
 from __future__ import annotations
 
@@ -15,17 +20,13 @@ from typing import Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
+from csnet.infer.resize import resize_image, resized_row_blocks
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INPUT_SIZE", "preprocess", "postprocess"]
 
 INPUT_SIZE = 224  # training and test resolution of the released models
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
 
 
 def preprocess(image: np.ndarray, size: int = INPUT_SIZE) -> torch.Tensor:
@@ -48,12 +49,9 @@ def preprocess(image: np.ndarray, size: int = INPUT_SIZE) -> torch.Tensor:
         image = np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"image must be H x W x 3 (RGB) or H x W, got shape {image.shape}")
-    # astype copies: arrays decoded by Pillow are read-only, which torch.from_numpy warns about
-    x = torch.from_numpy(image.astype(np.float64)).permute(2, 0, 1)[None] / 255.0
-    x = _resize(x, (size, size))
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
-    return ((x - mean) / std).to(torch.float32)
+    resized = resize_image(image, size, size, divisor=255.0)  # size x size x 3 float64
+    normalized = (resized - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)
+    return torch.from_numpy(np.ascontiguousarray(normalized.transpose(2, 0, 1)[None], dtype=np.float32))
 
 
 def postprocess(logits: Union[torch.Tensor, np.ndarray], size: tuple[int, int]) -> np.ndarray:
@@ -75,7 +73,9 @@ def postprocess(logits: Union[torch.Tensor, np.ndarray], size: tuple[int, int]) 
     height, width = int(size[0]), int(size[1])
     if height <= 0 or width <= 0:
         raise ValueError(f"size must be positive (H, W), got {size}")
-    prob = torch.sigmoid(x.to("cpu", torch.float64).reshape(1, 1, *x.shape[-2:]))
-    prob = _resize(prob, (height, width))[0, 0]
-    # round-half-to-even on exact .5 values, like numpy's rint; bilinear weights keep prob in [0, 1]
-    return torch.round(prob * 255.0).clamp_(0, 255).to(torch.uint8).numpy()
+    prob = torch.sigmoid(x.to("cpu", torch.float64).reshape(*x.shape[-2:])).numpy()
+    out = np.empty((height, width), dtype=np.uint8)
+    for rows, block in resized_row_blocks(prob, height, width):
+        # round-half-to-even on exact .5 values (np.rint, as torch.round); bilinear weights keep prob in [0, 1]
+        out[rows] = np.clip(np.rint(block * 255.0), 0, 255)
+    return out

@@ -3,9 +3,14 @@ no antialiasing): the predictor's pre- and postprocessing and the OpenVINO backe
 none of them runs a torch op (or wakes torch's threads) outside the model."""
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
-__all__ = ["bilinear_taps", "upsample_bilinear"]
+__all__ = ["bilinear_taps", "resize_image", "resized_row_blocks", "upsample_bilinear"]
+
+#: float64 values per block of output rows in :func:`resized_row_blocks` (16 MB).
+ROW_BLOCK_VALUES = 1 << 21
 
 
 def bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -35,3 +40,48 @@ def upsample_bilinear(array: np.ndarray, factor: int) -> np.ndarray:
         return low_values + step * (np.take(values, high, axis=axis) - low_values)
 
     return along(along(array, array.ndim - 2), array.ndim - 1)
+
+
+def resize_image(image: np.ndarray, out_h: int, out_w: int, *, divisor: float = 1.0) -> np.ndarray:
+    """``H x W x C`` (or ``H x W``) -> float64 ``out_h x out_w x C`` bilinear (PyTorch's formula), values
+    divided by ``divisor`` (255 for uint8 images) before interpolating.
+
+    Only the ``2 x out_h`` by ``2 x out_w`` source pixels the taps read are gathered (``np.ix_``), so memory is
+    ``O(out_h * out_w * C)`` whatever the image's shape: gathering ``out_h`` full rows first cost 224 x W x C
+    (gigabytes for a 1 px tall, 10^6 px wide image). Columns are combined first, then rows, as in torch.
+    """
+    height, width = image.shape[:2]
+    y0, y1, hy0, hy1 = bilinear_taps(height, out_h)
+    x0, x1, wx0, wx1 = bilinear_taps(width, out_w)
+
+    def across(rows: np.ndarray) -> np.ndarray:
+        a = image[np.ix_(rows, x0)].astype(np.float64)
+        b = image[np.ix_(rows, x1)].astype(np.float64)
+        if divisor != 1.0:
+            a /= divisor
+            b /= divisor
+        return wx0[None, :, None] * a + wx1[None, :, None] * b
+
+    if image.ndim == 2:
+        return resize_image(image[:, :, None], out_h, out_w, divisor=divisor)[:, :, 0]
+    return hy0[:, None, None] * across(y0) + hy1[:, None, None] * across(y1)
+
+
+def resized_row_blocks(values: np.ndarray, height: int, width: int,
+                       max_values: int = ROW_BLOCK_VALUES) -> Iterator[tuple[slice, np.ndarray]]:
+    """Bilinear resize of a small 2-D float64 map to ``height x width``, yielded as ``(rows, block)``.
+
+    Each block holds about ``max_values`` float64 values (at least one row), computed from only the source rows
+    it needs: no ``in_h x width`` intermediate (224 x W, 1.8 GB for a 10^6 px wide image) and no full-size
+    float64 map; the caller writes each block into its own output (uint8 masks need one byte per pixel).
+    Same arithmetic, in the same order, as resizing columns of the whole map first.
+    """
+    in_h, in_w = values.shape
+    y0, y1, hy0, hy1 = bilinear_taps(in_h, height)
+    x0, x1, wx0, wx1 = bilinear_taps(in_w, width)
+    step = max(1, max_values // max(width, 1))
+    for start in range(0, height, step):
+        rows = slice(start, min(height, start + step))
+        top = wx0[None, :] * values[np.ix_(y0[rows], x0)] + wx1[None, :] * values[np.ix_(y0[rows], x1)]
+        bottom = wx0[None, :] * values[np.ix_(y1[rows], x0)] + wx1[None, :] * values[np.ix_(y1[rows], x1)]
+        yield rows, hy0[rows, None] * top + hy1[rows, None] * bottom

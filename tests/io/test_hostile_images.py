@@ -115,3 +115,60 @@ def test_tiff_layouts_pillow_cannot_convert_are_named(samples, bits, sample_form
 def test_float_and_16_bit_tiffs_load(samples, bits, sample_format):
     data = tiff(4, 3, samples, bits, sample_format)
     assert load_image(data).shape == (3, 4, 3) and load_mask(data).shape == (3, 4)
+
+
+# ---------------------------------------------------------------- the resizes stay small whatever the shape
+def _peak_bytes(function, *args, **kwargs):
+    tracemalloc.start()
+    try:
+        result = function(*args, **kwargs)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_wide_image_resizes_in_memory_proportional_to_the_output():
+    from csnet.infer.resize import resize_image
+
+    width = 200_000
+    image = np.random.default_rng(0).integers(0, 256, (1, width, 3), dtype=np.uint8)
+    resized, peak = _peak_bytes(resize_image, image, 224, 224, divisor=255.0)
+    assert resized.shape == (224, 224, 3)
+    assert peak < 8 * 224 * 224 * 3 * 8  # a few output-sized float64 arrays (9.6 MB); 224 full rows were 134 MB
+
+
+def test_wide_map_is_built_in_bounded_blocks():
+    from csnet.infer.resize import resized_row_blocks
+
+    width = 200_000
+    logits = np.random.default_rng(0).normal(size=(224, 224))
+    out = np.empty((1, width), np.uint8)
+
+    def build():
+        for rows, block in resized_row_blocks(logits, 1, width):
+            out[rows] = np.clip(np.rint(block * 255.0), 0, 255)
+
+    _, peak = _peak_bytes(build)
+    assert peak < 16 * width * 8  # a few 1 x W float64 rows (26 MB); the 224 x W intermediate was 358 MB
+
+
+@pytest.mark.parametrize("shape", [(1, 3000), (3000, 1), (2, 5001), (37, 53)])
+def test_protocol_is_still_torch_bit_for_bit_on_extreme_shapes(shape):
+    import torch
+    import torch.nn.functional as F
+
+    from csnet.infer import protocol
+
+    def bilinear(x, size):
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    x = bilinear(torch.from_numpy(image.astype(np.float64)).permute(2, 0, 1)[None] / 255.0, (224, 224))
+    mean = torch.tensor(protocol.IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(protocol.IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    assert torch.equal(protocol.preprocess(image), ((x - mean) / std).float())
+    logits = torch.from_numpy(rng.normal(0, 3, (224, 224)))
+    prob = bilinear(torch.sigmoid(logits)[None, None], shape)[0, 0]
+    expected = torch.round(prob * 255.0).clamp(0, 255).to(torch.uint8).numpy()
+    assert np.array_equal(protocol.postprocess(logits, shape), expected)
