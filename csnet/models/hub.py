@@ -115,8 +115,13 @@ def _check_header(path: Path, config: ChannelConfig) -> None:
     Raises:
         ModelFileError: naming the first missing, unexpected, mis-shaped or wrongly typed tensor.
     """
-    with torch.device("meta"):  # shapes without storage: a config within its bounds costs nothing here
-        expected = CSNet(config).state_dict()
+    try:
+        with torch.device("meta"):  # shapes without storage: a config within its bounds costs nothing here
+            expected = CSNet(config).state_dict()
+    except (ValueError, RuntimeError, TypeError, IndexError, ZeroDivisionError) as error:
+        # a validated config that still describes no network (no fuzzed config has reached this yet)
+        raise ModelFileError(f"{path}: bad model config (no network can be built from it: "
+                             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
     try:
         with safe_open(str(path), framework="pt") as f:
             found = {key: (tuple(f.get_slice(key).get_shape()), f.get_slice(key).get_dtype()) for key in f.keys()}

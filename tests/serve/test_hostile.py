@@ -128,15 +128,17 @@ def post(client, headers=None, data=None):
 
 def test_long_multipart_boundary_is_a_400(client):
     boundary = "b" * 300
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + png(gradient_image(8, 8)) + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n")
+    body = head.encode() + png(gradient_image(8, 8)) + f"\r\n--{boundary}--\r\n".encode()
     response = client.post("/v1/saliency", content=body,
                            headers={"content-type": f"multipart/form-data; boundary={boundary}"})
     assert "boundary of 300 bytes is longer than 256" in error_of(response, 400)
 
 
 def test_other_origins_are_refused(client):
-    assert "origin 'https://evil.example' are refused" in error_of(post(client, {"origin": "https://evil.example"}), 403)
+    foreign = post(client, {"origin": "https://evil.example"})
+    assert "origin 'https://evil.example' are refused" in error_of(foreign, 403)
     assert "--allow-origin" in error_of(post(client, {"origin": "null"}), 403)
     assert error_of(client.get("/v1/models", headers={"origin": "http://evil.example"}), 403)
     assert post(client, {"origin": LOCAL}).status_code == 200  # the service's own page
