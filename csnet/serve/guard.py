@@ -57,7 +57,7 @@ class OriginGuard:
         host = headers.get(b"host", b"").decode("latin-1")
         if not self.any_host and _hostname(host) not in self.hosts:
             return (f"Host {host!r:.100} is not this service's (allowed: {', '.join(sorted(self.hosts))}); "
-                    f"start csnet serve with --host NAME to serve under that name")
+                    f"start csnet serve with --allow-host NAME to answer to that name")
         origin = headers.get(b"origin")
         if origin is None:
             return None
