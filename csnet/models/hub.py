@@ -22,6 +22,9 @@ from csnet.models.weights import PRETRAINED, pretrained_path
 __all__ = ["create_model", "load_model", "save_model", "read_metadata", "ModelFileError", "DEFAULT_MODEL"]
 
 FORMAT_VERSION = "1"
+MAX_CONFIG_CHARS = 1_000_000
+"""Longest config JSON read (CSNet x2's is about 5 KB; the largest config within the bounds of
+:mod:`csnet.models.config` is well under this)."""
 DEFAULT_MODEL = "csnet_pascal"
 """The model ``csnet predict`` and ``load_model()`` use when none is named: the weights trained here."""
 
@@ -82,6 +85,9 @@ def load_model(path_or_name: Union[str, os.PathLike, None] = None, device: Union
         else:
             raise ModelFileError(f"{name}: no such file and no such model (models: {', '.join(list_models())})")
     meta = read_metadata(path)
+    if len(meta["config"]) > MAX_CONFIG_CHARS:
+        raise ModelFileError(f"{path}: bad model config (its JSON is {len(meta['config']):,} characters, over "
+                             f"{MAX_CONFIG_CHARS:,})")
     try:
         config = ChannelConfig.from_json(meta["config"])
     except ValueError as error:

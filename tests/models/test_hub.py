@@ -210,3 +210,10 @@ def test_bounds_do_not_refuse_the_registered_models():
 
 def re_list(values):
     return r"\[" + ", ".join(str(v) for v in values) + r"\]"
+
+
+def test_oversized_config_json_is_refused_unparsed(tmp_path, good_file):
+    _, state, meta = good_file
+    path = _write(tmp_path / "long.safetensors", state, meta, " " * 2_000_000 + "{}")
+    with pytest.raises(ModelFileError, match=r"long.safetensors: bad model config \(its JSON is 2,000,002 characters"):
+        load_model(path)
