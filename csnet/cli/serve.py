@@ -6,7 +6,6 @@ bounding box and area. ``GET /`` is a page to try it, ``GET /healthz`` and ``GET
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from csnet.cli.main import CLIError
@@ -77,12 +76,6 @@ def run(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"csnet serve: note: listening on {args.host}, reachable from other machines", file=sys.stderr)
     print(f"csnet serve: {app.state.predictor!r} at http://{args.host}:{args.port}/", file=sys.stderr)
-    # the service's own lines (a dropped client, a failed batch) beside uvicorn's, at the same level
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-    service_log = logging.getLogger("csnet")
-    service_log.addHandler(handler)
-    service_log.setLevel(args.log_level.upper())
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 limit_concurrency=args.max_connections)
     return 0
