@@ -105,6 +105,23 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                                 help=help_text)
 
 
+def _has_weights(name: str) -> bool:
+    from csnet.models.weights import PRETRAINED
+
+    return name in PRETRAINED
+
+
+def _finished_epochs(run_dir: Path) -> int:
+    """Epochs the run in ``run_dir`` has completed (its metrics.csv), 0 if unknown."""
+    import csv
+
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return 0
+    epochs = [int(r["epoch"]) for r in csv.DictReader(path.read_text().splitlines()) if r.get("epoch", "").isdigit()]
+    return max(epochs, default=0)
+
+
 def _overrides(args: argparse.Namespace) -> dict:
     """CLI values given, as config values (comma lists split, paths made absolute, numbers parsed)."""
     values = {}
@@ -130,6 +147,8 @@ def _overrides(args: argparse.Namespace) -> dict:
                 value = float(value)
             elif "int" in kind:
                 value = int(value)
+            elif field.name == "init" and not os.path.exists(os.path.expanduser(value)) and _has_weights(value):
+                pass  # a registered name with bundled weights (e.g. csnet_pascal)
             elif field.name in ("init", "cache_dir", "teacher", "label_dir"):
                 value = os.path.abspath(os.path.expanduser(value))
         except ValueError:
@@ -178,6 +197,11 @@ def run(args: argparse.Namespace) -> int:
                 raise CLIError("--resume RUN_DIR continues in RUN_DIR; do not give another --out")
             run_dir = Path(args.resume)
             config = resume_config(run_dir, overrides)
+            done = _finished_epochs(run_dir)
+            if done >= config.epochs:
+                print(f"{run_dir} already finished {done} of {config.epochs} epochs; nothing to do "
+                      f"(--epochs N with N > {done} trains longer)")
+                return 0
         else:
             base = TrainConfig.load(args.config) if args.config else TrainConfig()
             config = base.replace(**overrides)

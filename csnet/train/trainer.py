@@ -33,6 +33,7 @@ from torch import nn
 from csnet.channels.dwd import DynamicWeightDecay
 from csnet.io.atomic import atomic_write_text
 from csnet.models import CSNet, ChannelConfig, create_model, load_model, save_model
+from csnet.models.weights import PRETRAINED
 from csnet.train import checkpoint as ckpt
 from csnet.train.config import RUNTIME_FIELDS, ConfigError, TrainConfig
 from csnet.train.data import RunData, build_data, train_batches
@@ -216,7 +217,8 @@ class Trainer:
             model: CSNet = CSNet(ChannelConfig.from_json(state["model_config"]))
         elif cfg.init:
             try:
-                model = load_model(cfg.init)
+                model = (create_model(cfg.init, pretrained=True) if cfg.init in PRETRAINED and not Path(cfg.init).exists()
+                         else load_model(cfg.init))
             except (ValueError, OSError) as error:
                 raise TrainingError(str(error)) from None
             logger.info("fine-tuning %s (%s, %d parameters)", cfg.init, model.config.name,
@@ -416,8 +418,10 @@ class Trainer:
     def _log_epoch(self, row: dict[str, Any]) -> None:
         val = (f" | val maxF {row['val_maxF']:.4f} MAE {row['val_MAE']:.4f} (best {row['best_maxF']:.4f})"
                if row.get("val_maxF") is not None else "")
-        logger.info("epoch %d/%d loss %.4f (bce %.4f, dwd %.4f) lr %.2e %.1f img/s%s", row["epoch"],
-                    self.config.epochs, row["loss"], row["bce"], row["dwd"], row["lr"], row["images_per_s"], val)
+        # The DWD term is printed apart: early in a run it is thousands of times the task loss and would hide it.
+        dwd = f" | dwd term {row['dwd']:.4g}" if self.dwd is not None else ""
+        logger.info("epoch %d/%d task loss %.4f (bce %.4f)%s lr %.2e %.1f img/s%s", row["epoch"],
+                    self.config.epochs, row["loss"] - row["dwd"], row["bce"], dwd, row["lr"], row["images_per_s"], val)
         if self._writer is not None:
             for key in ("loss", "bce", "dwd", "lr", "images_per_s", "val_maxF", "val_MAE"):
                 if row.get(key) is not None:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from csnet.cli.main import build_parser, main
-from csnet.models import create_model, load_model, save_model
+from csnet.models import create_model, load_model, read_metadata, save_model
 from csnet.train import ConfigError, TrainConfig, Trainer, TrainingError, resume_config, train
 from csnet.train.checkpoint import STATE_FILE, load_state
 from csnet.train.optim import param_groups, release_scaled_convs
@@ -265,3 +265,14 @@ def test_bf16_autocast_trains_on_the_cpu(tiny_data: Path, tmp_path: Path) -> Non
     assert max(diffs) < 0.1  # ...and followed the same path
     with pytest.raises(TrainingError, match="fp16 needs a CUDA"):
         train(config.replace(amp="fp16"), tmp_path / "fp16")
+
+
+def test_init_takes_a_registry_name_and_resume_of_a_finished_run_says_so(tiny_data: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    out = tmp_path / "ft"
+    assert main(["train", "--out", str(out), "--init", "csnet_pascal", "--data", str(tiny_data), "--size", "32",
+                 "--epochs", "1", "--batch-size", "4", "--workers", "0", "--no-tensorboard", "--no-progress"]) == 0
+    assert read_metadata(out / "last.safetensors")["trained_epochs"] == "1"
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out)]) == 0
+    assert "already finished 1 of 1 epochs" in capsys.readouterr().out
