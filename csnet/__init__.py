@@ -3,12 +3,13 @@
 >>> import csnet
 >>> model = csnet.create_model("csnet_l_x2")          # doctest: +SKIP
 >>> csnet.list_models()                               # doctest: +SKIP
+>>> png = csnet.remove(open("photo.jpg", "rb").read())  # doctest: +SKIP  rembg-style: bytes in, PNG out
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models", "load_model", "save_model", "Predictor"]
+__all__ = ["__version__", "create_model", "list_models", "load_model", "save_model", "Predictor", "remove"]
 
 
 def __getattr__(name: str):
@@ -21,4 +22,8 @@ def __getattr__(name: str):
         from csnet.infer.predictor import Predictor
 
         return Predictor
+    if name == "remove":
+        from csnet.infer.remove import remove
+
+        return remove
     raise AttributeError(f"module 'csnet' has no attribute {name!r}")

@@ -295,13 +295,16 @@ class Predictor:
         """
         return self._load(x).array
 
-    def predict(self, x: Union[ImageInput, Sequence[ImageInput]], *, threshold: Optional[float] = None):
+    def predict(self, x: Union[ImageInput, Sequence[ImageInput]], *, threshold: Optional[float] = None,
+                refine: Optional[str] = None):
         """Saliency mask(s) at each image's own size.
 
         Args:
             x: a path, encoded bytes, a PIL image, an ``H x W [x 3|4]`` array (uint8, or float in
                 [0, 1]), or a list/tuple of those (run in batches of ``batch_size``).
             threshold: binarize at this probability (masks become 0/255, or 0/1 for float).
+            refine: ``"guided"`` or ``"matting"`` to snap the mask to the image's edges
+                (:mod:`csnet.infer.refine`, the ``refine`` extra); applied after ``threshold``.
 
         Returns:
             The same kind as given: PIL ``"L"`` image for paths, bytes and PIL images; ``H x W``
@@ -311,12 +314,17 @@ class Predictor:
             csnet.io.images.ImageLoadError: a path or bytes that cannot be decoded.
             TypeError, ValueError: an input of an unsupported type, dtype or shape.
         """
-        return self._run(x, "mask", threshold)
+        return self._run(x, "mask", threshold, refine)
 
-    def cutout(self, x: Union[ImageInput, Sequence[ImageInput]], *, threshold: Optional[float] = None):
+    def cutout(self, x: Union[ImageInput, Sequence[ImageInput]], *, threshold: Optional[float] = None,
+               refine: Optional[str] = None):
         """The image with the saliency mask as alpha: PIL ``"RGBA"``, or ``H x W x 4`` arrays
-        (uint8, or float32 for float input); a list for a list."""
-        return self._run(x, "cutout", threshold)
+        (uint8, or float32 for float input); a list for a list.
+
+        With ``refine`` the alpha is refined (see :meth:`predict`) and the colours of semi-transparent pixels
+        are the object's own (:func:`~csnet.infer.refine.estimate_foreground`), so no background shows at the
+        edges."""
+        return self._run(x, "cutout", threshold, refine)
 
     def describe(self) -> dict[str, Any]:
         """Name, backend, device, input size and parameter count (for logs and ``/v1/models``)."""
@@ -330,9 +338,12 @@ class Predictor:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _run(self, x, output: str, threshold: Optional[float]):
+    def _run(self, x, output: str, threshold: Optional[float], refine: Optional[str] = None):
         if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if refine not in (None, "none", "guided", "matting"):
+            raise ValueError(f"refine must be None, 'guided' or 'matting', got {refine!r}")
+        refine = None if refine == "none" else refine
         many = isinstance(x, (list, tuple))
         items = list(x) if many else [x]
         results = []
@@ -340,12 +351,15 @@ class Predictor:
             loaded = [self._load(item) for item in items[start:start + self.batch_size]]
             logits = self.infer(np.stack([self.preprocess(item.array) for item in loaded]))
             for item, item_logits in zip(loaded, logits):
-                results.append(self._finish(item, item_logits, output, threshold))
+                results.append(self._finish(item, item_logits, output, threshold, refine))
         return results if many else results[0]
 
-    def _finish(self, item: _Loaded, logits: np.ndarray, output: str, threshold: Optional[float]):
+    def _finish(self, item: _Loaded, logits: np.ndarray, output: str, threshold: Optional[float],
+                refine: Optional[str] = None):
         height, width = item.array.shape[:2]
         as_float = item.kind == "float"
+        if refine is not None:
+            return self._finish_refined(item, logits, output, threshold, refine)
         mask = self.postprocess(logits, height, width, dtype=np.float32 if as_float else np.uint8,
                                 threshold=threshold)
         if output == "mask":
@@ -353,6 +367,23 @@ class Predictor:
         if as_float:
             return np.concatenate([item.array, mask[:, :, None]], axis=2)
         rgba = _cutout(item.array, mask)
+        return Image.fromarray(rgba, mode="RGBA") if item.kind == "pil" else rgba
+
+    def _finish_refined(self, item: _Loaded, logits: np.ndarray, output: str, threshold: Optional[float],
+                        refine: str):
+        from csnet.infer.refine import estimate_foreground, refine_mask
+
+        as_float = item.kind == "float"
+        image = np.clip(np.rint(item.array * 255.0), 0, 255).astype(np.uint8) if as_float else item.array
+        mask = refine_mask(image, self.postprocess(logits, *image.shape[:2], threshold=threshold), refine)
+        if output == "mask":
+            if as_float:
+                return mask.astype(np.float32) / 255.0
+            return Image.fromarray(mask, mode="L") if item.kind == "pil" else mask
+        rgb = estimate_foreground(image, mask)
+        if as_float:
+            return np.concatenate([rgb, mask[:, :, None]], axis=2).astype(np.float32) / 255.0
+        rgba = _cutout(rgb, mask)
         return Image.fromarray(rgba, mode="RGBA") if item.kind == "pil" else rgba
 
     def _load(self, x: ImageInput) -> _Loaded:

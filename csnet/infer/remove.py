@@ -1,0 +1,89 @@
+"""``csnet.remove(x)``: rembg's one-call surface, so code written for ``rembg.remove`` switches by an import.
+
+The result is the same kind as the input: encoded bytes give PNG bytes, a PIL image gives a PIL image, an
+``H x W x 3|4`` uint8 array gives an ``H x W x 4`` (or ``x 3``, with a background) uint8 array.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import os
+import threading
+from typing import Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from csnet.infer import compose
+
+__all__ = ["remove"]
+
+_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _default_predictor(model: Optional[str]):
+    """One predictor per model name for the process: loading a model costs far more than a call."""
+    from csnet.infer.predictor import Predictor
+
+    return Predictor(model)
+
+
+def remove(x: Union[bytes, Image.Image, np.ndarray], *, predictor=None, model: Optional[str] = None,
+           only_mask: bool = False, background: Union[None, str, Sequence[int], np.ndarray, Image.Image] = None,
+           blur: Union[bool, float, None] = None, refine: Optional[str] = "guided",
+           threshold: Optional[float] = None):
+    """Remove (or replace, or blur) the background of one image.
+
+    Args:
+        x: encoded image bytes, a PIL image, or an ``H x W x 3|4`` uint8 array.
+        predictor: a :class:`~csnet.infer.predictor.Predictor` to use (default: one of ``model``, kept).
+        model: model name or file for the default predictor (``None``: the bundled model).
+        only_mask: return the mask (``L`` image / ``H x W`` array) instead of a cutout.
+        background: a colour (``"#00ff00"``, ``(0, 255, 0)``, ``"transparent"``) or an image to put behind the
+            object; the result is then RGB.
+        blur: ``True`` or a radius in pixels: the object sharp over its own background blurred.
+        refine: ``"guided"`` (default: cheap, and alpha reaches 255 inside objects), ``"matting"`` or ``None``.
+        threshold: binarize the mask at this probability before refining.
+    """
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        kind = "bytes"
+    elif isinstance(x, Image.Image):
+        kind = "pil"
+    elif isinstance(x, np.ndarray):
+        if x.dtype != np.uint8:
+            raise ValueError(f"csnet.remove takes uint8 arrays, got {x.dtype}")
+        kind = "array"
+    else:
+        raise TypeError(f"csnet.remove takes bytes, a PIL image or a numpy array, not {type(x).__name__}")
+    if isinstance(background, str) and background.strip().lower() in ("transparent", "none"):
+        background = None
+    if background is not None and blur:
+        raise ValueError("give either background or blur, not both")
+    if predictor is None:
+        with _lock:
+            predictor = _default_predictor(None if model is None else os.fspath(model))
+    image = predictor.load(bytes(x) if kind == "bytes" else x)
+    mask = np.asarray(predictor.predict(image, threshold=threshold, refine=refine))
+    if only_mask:
+        out = mask
+    elif blur:
+        out = compose.blur_background(image, mask, None if blur is True else float(blur))
+    elif background is not None:
+        if isinstance(background, Image.Image):
+            background = np.asarray(background.convert("RGB"))
+        out = compose.replace_background(image, mask, background)
+    elif refine is not None:
+        from csnet.infer.refine import estimate_foreground
+
+        out = compose.cutout(estimate_foreground(image, mask), mask)
+    else:
+        out = compose.cutout(image, mask)
+    if kind == "array":
+        return out
+    pil = Image.fromarray(out)
+    if kind == "pil":
+        return pil
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    return buffer.getvalue()
