@@ -111,6 +111,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--background", metavar="COLOR|IMAGE",
                       help="write the object over a colour (white, #00ff00, 0,255,0) or an image")
     what.add_argument("--overlay", action="store_true", help="write the images with the salient region tinted")
+    what.add_argument("--blur", nargs="?", type=float, const=0.0, default=None, metavar="RADIUS",
+                      help="write the subject sharp over its background blurred (RADIUS pixels, default 2%% of "
+                           "the longer side)")
+    parser.add_argument("--refine", nargs="?", const="guided", default=None, choices=["guided", "matting", "none"],
+                        help="snap the mask to the image's edges (needs csnet[refine]): guided (the default "
+                             "when --refine is given alone; fast, also for videos) or matting (stills; seconds "
+                             "per photo). Cutouts then reach full opacity and carry no background colour")
     parser.add_argument("--threshold", type=float, default=None, metavar="T",
                         help="binarize the mask at probability T in [0, 1] (default: soft mask)")
     add_model_arguments(parser)
@@ -137,6 +144,10 @@ class Job:
 def _mode(args: argparse.Namespace) -> str:
     if args.cutout:
         return "cutout"
+    if args.background is not None and args.background.strip().lower() == "transparent":
+        return "cutout"
+    if getattr(args, "blur", None) is not None:
+        return "blur"
     if args.background is not None:
         return "background"
     if args.overlay:
@@ -272,7 +283,7 @@ def _error_message(job: Job, error: BaseException) -> str:
     from csnet.io.images import ImageLoadError
 
     if isinstance(error, ImageLoadError):
-        return str(error)
+        return str(error).replace("<bytes>", "<stdin>") if job.source is None else str(error)
     if isinstance(error, OSError) and error.filename:
         return f"{job.label}: cannot write {error.filename} ({error.strerror or error})"
     text = " ".join(str(error).split()) or type(error).__name__
@@ -294,16 +305,28 @@ def _background_value(spec: str):
         raise CLIError(f"--background: {spec!r} is neither a colour (white, #00ff00, 0,255,0) nor an image file") from None
 
 
-def compose_output(image, mask, mode: str, background=None):
-    """The array to write for ``mode`` (mask, cutout, background, overlay)."""
+def compose_output(image, mask, mode: str, background=None, *, refine: Optional[str] = None,
+                   blur: Optional[float] = None):
+    """The array to write for ``mode`` (mask, cutout, background, overlay, blur); with ``refine`` the mask is
+    refined first and a cutout's edge colours are the object's own."""
     from csnet.infer import compose
 
+    if refine is not None:
+        from csnet.infer.refine import refine_mask
+
+        mask = refine_mask(image, mask, refine)
     if mode == "mask":
         return mask
     if mode == "cutout":
+        if refine is not None:
+            from csnet.infer.refine import estimate_foreground
+
+            return compose.cutout(estimate_foreground(image, mask), mask)
         return compose.cutout(image, mask)
     if mode == "overlay":
         return compose.overlay(image, mask)
+    if mode == "blur":
+        return compose.blur_background(image, mask, blur or None)
     return compose.replace_background(image, mask, background)
 
 
@@ -324,13 +347,14 @@ def _write_stdout(job: Job, array) -> None:
 
 def run_images(predictor, jobs: list[Job], *, mode: str, threshold: Optional[float], background, workers: int,
                report: Report, stdin_bytes: Optional[bytes] = None,
-               write: Callable[[Job, Any], None] | None = None) -> None:
+               write: Callable[[Job, Any], None] | None = None, refine: Optional[str] = None,
+               blur: Optional[float] = None) -> None:
     """Decode in threads -> batch -> one backend call per batch -> postprocess and write in threads
     (:func:`csnet.infer.pipeline.run_pipeline`: bounded memory; a bad file is reported and skipped)."""
     from csnet.infer.pipeline import run_pipeline
     from csnet.io.images import load_image
 
-    keep_image = mode != "mask"
+    keep_image = mode != "mask" or refine is not None
 
     def decode(job: Job):
         source = stdin_bytes if job.source is None else job.source
@@ -340,7 +364,7 @@ def run_images(predictor, jobs: list[Job], *, mode: str, threshold: Optional[flo
     def finish(job: Job, image, logits) -> None:
         height, width = image.shape[:2] if keep_image else image
         mask = predictor.postprocess(logits, height, width, threshold=threshold)
-        out = compose_output(image if keep_image else None, mask, mode, background)
+        out = compose_output(image if keep_image else None, mask, mode, background, refine=refine, blur=blur)
         if write is not None:
             write(job, out)
         else:
@@ -351,7 +375,8 @@ def run_images(predictor, jobs: list[Job], *, mode: str, threshold: Optional[flo
                  on_error=lambda job, error: report.fail(_error_message(job, error)))
 
 
-def run_videos(predictor, jobs: list[Job], *, threshold, background, report: Report, quiet: bool) -> None:
+def run_videos(predictor, jobs: list[Job], *, threshold, background, report: Report, quiet: bool,
+               refine: Optional[str] = None, blur: Optional[float] = None) -> None:
     from tqdm import tqdm
 
     from csnet.infer.video import VideoError, predict_video
@@ -366,7 +391,8 @@ def run_videos(predictor, jobs: list[Job], *, threshold, background, report: Rep
 
         try:
             frames = predict_video(predictor, job.source, job.outputs, batch_size=predictor.batch_size,
-                                   threshold=threshold, background=background, progress=progress)
+                                   threshold=threshold, background=background, progress=progress,
+                                   refine=refine, blur=blur)
             report.frames += frames
             report.ok()
         except (VideoError, OSError, ValueError) as error:
@@ -390,9 +416,25 @@ def run(args: argparse.Namespace) -> int:
     out = None if to_stdout else Path(args.output)
     background = _background_value(args.background) if mode == "background" else None
 
+    refine = None if args.refine in (None, "none") else args.refine
+    blur = getattr(args, "blur", None)
+    if blur is not None and blur < 0:
+        raise CLIError(f"--blur must be >= 0, got {blur}")
+    if refine is not None:
+        import importlib.util
+
+        missing = [m for m in (("cv2", "scipy") if refine == "guided" else ("cv2", "scipy", "pymatting"))
+                   if importlib.util.find_spec(m) is None]
+        if missing:
+            raise CLIError(f"--refine {refine} needs {', '.join(missing)}: pip install 'csnet[refine]'")
+
     jobs, errors = collect_inputs(args.inputs, exclude=out if out is not None and out.is_dir() else None)
     if not jobs and not errors:
         raise CLIError("no images or videos found")
+    if not jobs:  # every input is missing: say so, rather than judging -o against no inputs
+        for message in errors:
+            print(f"csnet predict: error: {message}", file=sys.stderr)
+        return 1
     file_output = False
     if out is not None and out.suffix.lower() in _FILE_OUTPUT_SUFFIXES and not out.is_dir():
         if len(jobs) != 1 or jobs[0].video:
@@ -427,9 +469,10 @@ def run(args: argparse.Namespace) -> int:
         images = [job for job in todo if not job.video]
         videos = [job for job in todo if job.video]
         run_images(predictor, images, mode=mode, threshold=args.threshold, background=background,
-                   workers=args.workers, report=report, stdin_bytes=stdin_bytes, write=write)
+                   workers=args.workers, report=report, stdin_bytes=stdin_bytes, write=write, refine=refine,
+                   blur=blur)
         run_videos(predictor, videos, threshold=args.threshold, background=background, report=report,
-                   quiet=args.quiet)
+                   quiet=args.quiet, refine=refine, blur=blur)
     report.close()
     elapsed = time.perf_counter() - start
     if not args.quiet:

@@ -41,7 +41,7 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".m
                             ".flv", ".ts", ".3gp", ".ogv"})
 #: output kind -> file name suffix
 VIDEO_OUTPUTS: dict[str, str] = {"mask": ".mask.mp4", "cutout": ".cutout.webm", "overlay": ".overlay.mp4",
-                                 "background": ".background.mp4"}
+                                 "background": ".background.mp4", "blur": ".blur.mp4"}
 
 _H264 = ["-crf", "16", "-preset", "veryfast", "-movflags", "+faststart"]
 _VP9_ALPHA = ["-b:v", "0", "-crf", "30", "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1",
@@ -103,7 +103,8 @@ def _read(source: Path) -> tuple[dict, Iterator[bytes]]:
 def predict_video(predictor, source: Union[str, os.PathLike], outputs: Mapping[str, Union[str, os.PathLike]], *,
                   batch_size: int = 8, threshold: Optional[float] = None,
                   background: Union[str, tuple, np.ndarray, None] = None,
-                  progress: Optional[Callable[[int], None]] = None) -> int:
+                  progress: Optional[Callable[[int], None]] = None, refine: Optional[str] = None,
+                  blur: Optional[float] = None) -> int:
     """Predict every frame of ``source`` and write the requested outputs.
 
     Args:
@@ -115,6 +116,9 @@ def predict_video(predictor, source: Union[str, os.PathLike], outputs: Mapping[s
         threshold: binarize masks at this probability.
         background: colour or ``h x w x 3`` uint8 image for the ``background`` output.
         progress: called with the number of frames done after each batch.
+        refine: ``"guided"`` to snap each frame's mask to its edges (:mod:`csnet.infer.refine`); matting,
+            seconds per frame, is for stills and refused here.
+        blur: background blur radius of the ``blur`` output (``None``: 2% of the longer side).
 
     Returns:
         The number of frames processed.
@@ -128,6 +132,8 @@ def predict_video(predictor, source: Union[str, os.PathLike], outputs: Mapping[s
         raise ValueError(f"unknown video outputs {sorted(unknown)}; choose from {list(VIDEO_OUTPUTS)}")
     if "background" in outputs and background is None:
         raise ValueError("the background output needs a background colour or image")
+    if refine not in (None, "guided"):
+        raise ValueError(f"videos are refined with 'guided' only, not {refine!r} (matting takes seconds a frame)")
     if not source.is_file():
         raise VideoError(f"cannot read video {source}: file not found")
     meta, reader = _read(source)
@@ -148,13 +154,13 @@ def predict_video(predictor, source: Union[str, os.PathLike], outputs: Mapping[s
                     break  # a truncated last frame
                 batch.append(np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3))
                 if len(batch) == batch_size:
-                    _process(predictor, batch, writers, threshold, background)
+                    _process(predictor, batch, writers, threshold, background, refine, blur)
                     frames += len(batch)
                     batch = []
                     if progress:
                         progress(frames)
             if batch:
-                _process(predictor, batch, writers, threshold, background)
+                _process(predictor, batch, writers, threshold, background, refine, blur)
                 frames += len(batch)
                 if progress:
                     progress(frames)
@@ -175,10 +181,14 @@ def _frames(reader: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def _process(predictor, frames: list[np.ndarray], writers: dict, threshold: Optional[float],
-             background) -> None:
+             background, refine: Optional[str] = None, blur: Optional[float] = None) -> None:
     logits = predictor.infer(np.stack([predictor.preprocess(frame) for frame in frames]))
     for frame, frame_logits in zip(frames, logits):
         mask = predictor.postprocess(frame_logits, frame.shape[0], frame.shape[1], threshold=threshold)
+        if refine is not None:
+            from csnet.infer.refine import refine_mask
+
+            mask = refine_mask(frame, mask, refine)
         for kind, writer in writers.items():
             if kind == "mask":
                 out = mask
@@ -186,6 +196,8 @@ def _process(predictor, frames: list[np.ndarray], writers: dict, threshold: Opti
                 out = compose.cutout(frame, mask)
             elif kind == "overlay":
                 out = compose.overlay(frame, mask)
+            elif kind == "blur":
+                out = compose.blur_background(frame, mask, blur or None)
             else:
                 out = compose.replace_background(frame, mask, background)
             writer.send(np.ascontiguousarray(out).tobytes())

@@ -218,3 +218,45 @@ def test_cli_uses_one_thread_on_a_busy_machine_unless_told(monkeypatch):
         assert torch.get_num_threads() == 2  # an idle machine keeps torch's threads
     finally:
         torch.set_num_threads(before)
+
+
+# -- refinement, blur, green screen and the papercuts of issue 13 ---------------------------------------------
+
+def test_refine_guided_cutout_reaches_full_opacity(tmp_path):
+    pytest.importorskip("cv2")
+    source = save(tmp_path / "a.png", gradient_image(48, 64))
+    plain, refined = tmp_path / "plain.png", tmp_path / "refined.png"
+    assert predict(source, "-o", plain, "--cutout", "-q") == 0
+    assert predict(source, "-o", refined, "--cutout", "--refine", "-q") == 0
+    alpha = np.asarray(Image.open(refined))[:, :, 3]
+    assert alpha.max() == 255 and alpha.min() == 0
+    assert not np.array_equal(alpha, np.asarray(Image.open(plain))[:, :, 3])
+
+
+def test_background_transparent_is_a_cutout_and_green_screen_is_green(tmp_path):
+    source = save(tmp_path / "a.png", gradient_image(48, 64))
+    assert predict(source, "-o", tmp_path / "t.png", "--background", "transparent", "-q") == 0
+    assert Image.open(tmp_path / "t.png").mode == "RGBA"
+    assert predict(source, "-o", tmp_path / "g.png", "--background", "#00ff00", "--threshold", "0.5", "-q") == 0
+    assert predict(source, "-o", tmp_path / "m.png", "--threshold", "0.5", "-q") == 0
+    green, mask = np.asarray(Image.open(tmp_path / "g.png")), np.asarray(Image.open(tmp_path / "m.png"))
+    assert (green[mask == 0] == (0, 255, 0)).all()
+
+
+def test_blur_output(tmp_path):
+    source = save(tmp_path / "a.png", gradient_image(48, 64))
+    assert predict(source, "-o", tmp_path / "b.png", "--blur", "3", "-q") == 0
+    assert np.asarray(Image.open(tmp_path / "b.png")).shape == (48, 64, 3)
+
+
+def test_missing_input_is_reported_as_missing(tmp_path, capsys):
+    assert predict(tmp_path / "nope.jpg", "-o", tmp_path / "out.png", "-q") == 1
+    err = capsys.readouterr().err
+    assert "no such file or directory" in err and "names a file" not in err
+
+
+def test_stdin_errors_name_stdin(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"not an image")))
+    assert predict("-", "-o", "-") == 1
+    err = capsys.readouterr().err
+    assert "<stdin>" in err and "<bytes>" not in err
