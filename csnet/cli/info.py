@@ -8,7 +8,8 @@ from csnet.cli.main import CLIError
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="registered model name or a .safetensors model file")
+    parser.add_argument("model", nargs="?", default=None,
+                        help="registered model name or a .safetensors model file (default: the bundled model)")
     parser.add_argument("--size", nargs=2, type=int, default=(224, 224), metavar=("H", "W"),
                         help="input size (default 224 224)")
     parser.add_argument("--json", action="store_true", help="print JSON (keys include params, macs)")
@@ -39,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
     height, width = args.size
     if height < 1 or width < 1:
         raise CLIError(f"--size must be positive, got {height} {width}")
+    if args.model is None:
+        from csnet.models import DEFAULT_MODEL
+
+        args.model = DEFAULT_MODEL
     model = resolve_model(args.model)
     summary = summarize(model, (height, width), name=args.model)
     if args.json:

@@ -58,8 +58,13 @@ def _load(spec: str):
     from csnet.models.hub import read_metadata
     from csnet.models.weights import PRETRAINED
 
+    from csnet.models import is_model
+
     path = Path(spec)
     if not path.is_file() and spec not in PRETRAINED:
+        if is_model(spec):
+            raise CLIError(f"{spec}: a registered model that has no weights; names with weights: "
+                           f"{', '.join(sorted(PRETRAINED)) or 'none'}, or give a .safetensors file")
         raise CLIError(f"{spec}: no such file")
     try:
         model = load_model(spec)
@@ -112,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot write output ({error.strerror or error}: {error.filename or args.output})") from None
 
     print(report.format())
+    if report.channels_removed == 0:
+        smallest = "-" if report.smallest_kept_gamma is None else f"{report.smallest_kept_gamma:.3g}"
+        why = (f"no channel has |gamma| below {report.threshold:.3g} (the smallest is {smallest})"
+               if report.ratio is None else f"--ratio {report.ratio:g} rounds to no channel")
+        print(f"nothing removed: {why}; the model was trained without dynamic weight decay, or try --ratio R")
     print(f"wrote {args.output}" + (f", {args.report}" if args.report else "") +
           (f", {args.plot}" if args.plot else ""))
     return 0

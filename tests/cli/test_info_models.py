@@ -39,3 +39,20 @@ def test_models_lists_the_registry(capsys):
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("csnet ")
+
+
+def test_info_without_a_model_shows_the_bundled_one(capsys):
+    from csnet.models import DEFAULT_MODEL
+
+    assert main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == DEFAULT_MODEL
+
+
+def test_json_into_a_closed_pipe_ends_without_a_traceback():
+    import subprocess
+    import sys
+
+    script = "import sys; from csnet.cli.main import main; sys.exit(main(['info', 'csnet_l_x1', '--json']))"
+    result = subprocess.run(f"{sys.executable} -c \"{script}\" | head -c 1", shell=True, capture_output=True,
+                            text=True, timeout=120)
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr

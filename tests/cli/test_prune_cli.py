@@ -84,3 +84,21 @@ def test_missing_matplotlib_names_the_plot_extra(model_file, tmp_path, capsys, m
     assert code == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "csnet[plot]" in err
+
+
+def test_registered_name_without_weights_says_so(tmp_path, capsys):
+    assert main(["prune", "csnet_l_x1", "-o", str(tmp_path / "p.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert "has no weights" in err and "no such file" not in err
+
+
+def test_registered_name_with_weights_is_pruned(tmp_path, capsys):
+    from csnet.models import DEFAULT_MODEL
+
+    assert main(["prune", DEFAULT_MODEL, "-o", str(tmp_path / "p.safetensors"), "--min-channels", "1"]) == 0
+    assert (tmp_path / "p.safetensors").is_file()
+
+
+def test_nothing_removed_says_why(model_file, tmp_path, capsys):
+    assert main(["prune", str(model_file), "-o", str(tmp_path / "p.safetensors"), "--threshold", "0"]) == 0
+    assert "nothing removed: no channel has |gamma| below 0" in capsys.readouterr().out
