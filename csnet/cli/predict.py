@@ -124,6 +124,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
                         help="threads decoding and encoding images around the model (default min(4, cores))")
     parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs already exist")
+    parser.add_argument("--watch", action="store_true",
+                        help="with one input folder: keep running and process images as they arrive (polled "
+                             "every second, a file once its size stopped changing); Ctrl-C stops")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
 
@@ -401,6 +404,69 @@ def run_videos(predictor, jobs: list[Job], *, threshold, background, report: Rep
             bar.close()
 
 
+_WATCH_INTERVAL_S = 1.0
+_WATCH_BATCH = 256  # at most this many new files per round: memory and latency stay bounded however many arrive
+
+
+def _watch(args: argparse.Namespace, mode: str, background, refine, blur, report: Report, first: list[Job],
+           out: Optional[Path]) -> int:
+    """Process ``first``, then poll the input folder and process each new image once its size is stable.
+
+    A file is seen once per (path, size, mtime): a file rewritten later is processed again. Ctrl-C ends the
+    loop after the round in progress (the pipeline finishes or drops its queued work) with exit code 0.
+    """
+    if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir() or out is None:
+        raise CLIError("--watch takes one input folder and -o OUT")
+    root = Path(args.inputs[0])
+    predictor = make_predictor(args)
+    seen: set[tuple[Path, int, int]] = set()
+    sizes: dict[Path, int] = {}
+
+    def stamp(job: Job) -> tuple[Path, int, int]:
+        stat = job.source.stat()  # type: ignore[union-attr]
+        return job.source, stat.st_size, stat.st_mtime_ns  # type: ignore[return-value]
+
+    def process(jobs: list[Job]) -> None:
+        images = [job for job in jobs if not job.video]
+        for job in images:
+            seen.add(stamp(job))
+        run_images(predictor, images, mode=mode, threshold=args.threshold, background=background,
+                   workers=args.workers, report=report, refine=refine, blur=blur)
+
+    try:
+        process([job for job in first if job.source is not None])
+        for job in collect_inputs([str(root)], exclude=out)[0]:
+            seen.add(stamp(job))  # what was there at the start (skipped, done, or failed) is not "new"
+        if not args.quiet:
+            print(f"watching {root} (Ctrl-C stops)", file=sys.stderr)
+        while True:
+            time.sleep(_WATCH_INTERVAL_S)
+            jobs = [job for job in collect_inputs([str(root)], exclude=out)[0] if not job.video]
+            ready = []
+            for job in jobs:
+                try:
+                    key = stamp(job)
+                except OSError:
+                    continue  # gone between listing and stat
+                if key in seen:
+                    continue
+                if sizes.get(job.source) == key[1]:  # same size as one poll ago: the writer is done
+                    ready.append(job)
+                sizes[job.source] = key[1]  # type: ignore[index]
+            if ready:
+                ready = ready[:_WATCH_BATCH]
+                assign_outputs(ready, out, mode, False)
+                for job in ready:
+                    sizes.pop(job.source, None)  # type: ignore[arg-type]
+                process(ready)
+    except KeyboardInterrupt:
+        pass
+    report.close()
+    if not args.quiet:
+        print(f"{report.done} done, {report.failed} failed, {report.skipped} skipped", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
 def run(args: argparse.Namespace) -> int:
     mode = _mode(args)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
@@ -461,6 +527,8 @@ def run(args: argparse.Namespace) -> int:
             todo.append(job)
 
     start = time.perf_counter()
+    if args.watch:
+        return _watch(args, mode, background, refine, blur, report, todo, out)
     if todo:
         predictor = make_predictor(args)
         log.debug("%r", predictor)

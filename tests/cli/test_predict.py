@@ -260,3 +260,23 @@ def test_stdin_errors_name_stdin(monkeypatch, capsys):
     assert predict("-", "-o", "-") == 1
     err = capsys.readouterr().err
     assert "<stdin>" in err and "<bytes>" not in err
+
+
+def test_watch_processes_new_files_and_stops_on_ctrl_c(tmp_path, monkeypatch):
+    import csnet.cli.predict as predict_cli
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    save(folder / "old.png", gradient_image(24, 24))
+    polls = [0]
+
+    def fake_sleep(seconds):  # each poll: a file arrives on the first, then two stable polls, then Ctrl-C
+        polls[0] += 1
+        if polls[0] == 1:
+            save(folder / "new.png", gradient_image(30, 20))
+        if polls[0] == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_cli.time, "sleep", fake_sleep)
+    assert predict(folder, "-o", out, "--watch") == 0
+    assert (out / "old.png").is_file()
+    assert Image.open(out / "new.png").size == (20, 30)
