@@ -510,7 +510,16 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"a cutout has transparency: write it as .png, .webp or .tif, not {out.suffix}")
     if to_stdout and any(job.video for job in jobs):
         raise CLIError("videos cannot be written to stdout; give -o OUT")
-    if out is not None:
+    from csnet.infer.video import VIDEO_SUFFIXES
+
+    video_file = out is not None and out.suffix.lower() in VIDEO_SUFFIXES and not out.is_dir()
+    if video_file:  # `-o clip.mp4` names the one output video, not a folder
+        if len(jobs) != 1 or not jobs[0].video:
+            raise CLIError(f"-o {out} names a video file, but the inputs are not exactly one video; give a folder")
+        if mode == "cutout" and out.suffix.lower() != ".webm":
+            raise CLIError(f"a video cutout has transparency: write it as .webm (VP9 with alpha), not {out.suffix}")
+        jobs[0].outputs = {mode: out}
+    elif out is not None:
         assign_outputs(jobs, out, mode, file_output)
 
     report = Report(total=len(jobs) + len(errors), quiet=args.quiet or to_stdout)
@@ -545,7 +554,8 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     if not args.quiet:
         rate = f", {report.done / elapsed:.1f} images/s" if report.done and elapsed > 0 else ""
-        frames = f", {report.frames} video frames" if report.frames else ""
+        frames = (f", {report.frames} video frames ({report.frames / elapsed:.1f} frames/s)"
+                  if report.frames and elapsed > 0 else "")
         print(f"{report.done} done, {report.failed} failed, {report.skipped} skipped in {elapsed:.1f} s"
               f"{rate}{frames}", file=sys.stderr if to_stdout else sys.stdout)
     return 1 if report.failed else 0

@@ -280,3 +280,16 @@ def test_watch_processes_new_files_and_stops_on_ctrl_c(tmp_path, monkeypatch):
     assert predict(folder, "-o", out, "--watch") == 0
     assert (out / "old.png").is_file()
     assert Image.open(out / "new.png").size == (20, 30)
+
+
+def test_video_to_a_named_file_and_frames_per_second(tmp_path, capsys):
+    pytest.importorskip("imageio_ffmpeg")
+    from tests.infer.test_video import make_clip, read_clip
+
+    clip = make_clip(tmp_path / "walk.mp4", frames=5)
+    out = tmp_path / "result.mp4"
+    assert main(["predict", str(clip), "-o", str(out), "--model", str(model_file()), "--backend", "torch",
+                 "--size", str(SIZE), "--refine"]) == 0
+    assert out.is_file() and not out.is_dir() and len(read_clip(out)[1]) == 5
+    summary = capsys.readouterr().out
+    assert "5 video frames (" in summary and "frames/s)" in summary
