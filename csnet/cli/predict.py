@@ -348,6 +348,20 @@ def _write_stdout(job: Job, array) -> None:
     sys.stdout.buffer.flush()
 
 
+def _warn_if_animated(path: Path) -> None:
+    """An animated GIF is predicted on its first frame only: say so rather than let the rest vanish silently."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            frames = getattr(image, "n_frames", 1)
+    except OSError:
+        return  # the decoder reports the file itself
+    if frames > 1:
+        log.warning("%s: animated GIF with %d frames; only the first is used (convert it to a video, e.g. "
+                    "ffmpeg -i %s clip.mp4, to process every frame)", path, frames, path.name)
+
+
 def run_images(predictor, jobs: list[Job], *, mode: str, threshold: Optional[float], background, workers: int,
                report: Report, stdin_bytes: Optional[bytes] = None,
                write: Callable[[Job, Any], None] | None = None, refine: Optional[str] = None,
@@ -361,6 +375,8 @@ def run_images(predictor, jobs: list[Job], *, mode: str, threshold: Optional[flo
 
     def decode(job: Job):
         source = stdin_bytes if job.source is None else job.source
+        if job.source is not None and job.source.suffix.lower() == ".gif":
+            _warn_if_animated(job.source)
         image = load_image(source, max_pixels=predictor.max_pixels)
         return (image if keep_image else image.shape[:2]), predictor.preprocess(image)
 

@@ -293,3 +293,12 @@ def test_video_to_a_named_file_and_frames_per_second(tmp_path, capsys):
     assert out.is_file() and not out.is_dir() and len(read_clip(out)[1]) == 5
     summary = capsys.readouterr().out
     assert "5 video frames (" in summary and "frames/s)" in summary
+
+
+def test_animated_gif_warns_that_only_the_first_frame_is_used(tmp_path, caplog):
+    frames = [Image.fromarray(gradient_image(24, 24, seed=i)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with caplog.at_level("WARNING"):
+        assert predict(tmp_path / "anim.gif", "-o", tmp_path / "mask.png") == 0
+    assert "3 frames; only the first is used" in caplog.text
+    assert (tmp_path / "mask.png").is_file()
