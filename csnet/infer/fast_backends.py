@@ -109,7 +109,7 @@ def tune_malloc(mmap_threshold_mb: int = 256, trim_threshold_mb: int = 512) -> b
     ok = mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold_mb) << 20) == 1
     ok = mallopt(_M_TRIM_THRESHOLD, int(trim_threshold_mb) << 20) == 1 and ok
     if ok:
-        logger.info("glibc malloc: mmap threshold %d MB, trim threshold %d MB", mmap_threshold_mb, trim_threshold_mb)
+        logger.debug("glibc malloc: mmap threshold %d MB, trim threshold %d MB", mmap_threshold_mb, trim_threshold_mb)
     return ok
 
 
