@@ -58,4 +58,24 @@ def run(args: argparse.Namespace) -> int:
     for stage in summary.stages:
         shapes = ", ".join("-" if s is None else "x".join(map(str, s[1:])) for s in stage["scales"])
         print(f"  stage{stage['stage']}  {stage['blocks']} blocks  {shapes}")
+    _print_weights(args.model)
     return 0
+
+
+def _print_weights(name: str) -> None:
+    """The model card of bundled weights: licence, data, held-out figures and how they were made."""
+    from csnet.models.weights import PRETRAINED
+
+    info = PRETRAINED.get(name)
+    if info is None:
+        return
+    print(f"weights    bundled ({info.file}); licence {info.license}")
+    print(f"data       {info.training_data}")
+    if info.metrics:
+        print("held out   " + ", ".join(f"{k} {v:.4f}" for k, v in info.metrics.items()))
+    if info.recipe:
+        print(f"recipe     {info.recipe}")
+    if info.lineage:
+        print("lineage")
+        for step in info.lineage:
+            print(f"  {step}")

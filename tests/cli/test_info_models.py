@@ -56,3 +56,13 @@ def test_json_into_a_closed_pipe_ends_without_a_traceback():
     result = subprocess.run(f"{sys.executable} -c \"{script}\" | head -c 1", shell=True, capture_output=True,
                             text=True, timeout=120)
     assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
+
+
+def test_info_of_bundled_weights_prints_their_model_card(capsys) -> None:
+    from csnet.models.weights import PRETRAINED
+
+    assert main(["info", "csnet_pascal"]) == 0
+    out = capsys.readouterr().out
+    card = PRETRAINED["csnet_pascal"]
+    assert "lineage" in out and card.lineage[-1] in out
+    assert f"maxF {card.metrics['maxF']:.4f}" in out
