@@ -146,9 +146,9 @@ def test_resume_is_bit_identical(tiny_data: Path, tmp_path: Path) -> None:
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data: Path, tmp_path: Path, monkeypatch,
                                                        capsys) -> None:
-    import csnet.train.trainer as trainer_module
+    import csnet.train.losses as losses_module  # where the training loss is computed
 
-    real_bce = trainer_module.F.binary_cross_entropy_with_logits
+    real_bce = losses_module.F.binary_cross_entropy_with_logits
     calls = {"n": 0}
 
     class PoisonedF:
@@ -161,7 +161,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data: Path, tmp_path
             loss = real_bce(logits, target)
             return loss * float("nan") if calls["n"] > 2 else loss  # epoch 1 = 2 steps, then NaN
 
-    monkeypatch.setattr(trainer_module, "F", PoisonedF())
+    monkeypatch.setattr(losses_module, "F", PoisonedF())
     run_dir = tmp_path / "nan"
     code = main(["train", "--data", str(tiny_data), "--model", "csnet_l_x1", "--size", "32", "--epochs", "3",
                  "--batch-size", "4", "--workers", "0", "--device", "cpu", "--no-progress", "--no-tensorboard",
