@@ -23,13 +23,13 @@ from typing import Any, Union
 
 import numpy as np
 
-from csnet.infer.resize import bilinear_taps
+from csnet.infer.resize import resize_image
 
 #: Runtimes a teacher runs in; ``auto`` takes OpenVINO when installed (it runs U2-Net-p in well under half
 #: ONNX Runtime's time on a small CPU, benchmarks/RESULTS.md), else ONNX Runtime. Same graph, same maps.
 TEACHER_RUNTIMES = ("auto", "openvino", "onnxruntime")
 
-__all__ = ["TEACHER_RUNTIMES", "TeacherError", "TeacherProtocol", "OnnxTeacher", "resize_bilinear"]
+__all__ = ["TEACHER_RUNTIMES", "TeacherError", "TeacherProtocol", "OnnxTeacher"]
 
 
 class TeacherError(ValueError):
@@ -120,17 +120,6 @@ class TeacherProtocol:
                 "probability": self.probability}
 
 
-def resize_bilinear(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``(H, W[, C])`` float -> ``(h, w[, C])`` float32, bilinear without antialiasing (PyTorch's formula)."""
-    h, w = size
-    y0, y1, wy0, wy1 = bilinear_taps(array.shape[0], h)
-    x0, x1, wx0, wx1 = bilinear_taps(array.shape[1], w)
-    extra = (1,) * (array.ndim - 2)
-    rows = (array[y0] * wy0.reshape(-1, 1, *extra) + array[y1] * wy1.reshape(-1, 1, *extra)).astype(np.float32)
-    return (rows[:, x0] * wx0.reshape(1, -1, *extra).astype(np.float32)
-            + rows[:, x1] * wx1.reshape(1, -1, *extra).astype(np.float32))
-
-
 def card_path(model_path: Union[str, os.PathLike]) -> Path:
     """The card beside a teacher model: ``teacher.onnx`` -> ``teacher.json``."""
     return Path(model_path).with_suffix(".json")
@@ -180,9 +169,9 @@ class OnnxTeacher:
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """``(H, W, 3)`` uint8 RGB -> ``(1, 3, h, w)`` float32 as the card says."""
         p = self.protocol
-        x = resize_bilinear(image.astype(np.float32), p.size)
         divisor = max(float(image.max()), 1e-6) if p.scale == "max" else float(p.scale)
-        x = (x / divisor - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)
+        x = resize_image(image, *p.size, divisor=divisor)
+        x = (x - np.asarray(p.mean)) / np.asarray(p.std)
         return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
@@ -191,7 +180,7 @@ class OnnxTeacher:
         out = out.reshape(out.shape[-2], out.shape[-1])
         if not self.protocol.probability:
             out = 1.0 / (1.0 + np.exp(-out))
-        return np.clip(resize_bilinear(out, image.shape[:2]), 0.0, 1.0)
+        return np.clip(resize_image(out, *image.shape[:2]), 0.0, 1.0).astype(np.float32)
 
 
 def _onnxruntime_runner(path: Path, threads: int, input_name: str | None):

@@ -15,7 +15,7 @@ from PIL import Image
 
 from csnet.cli.main import main
 from csnet.distill import OnnxTeacher, TeacherError, TeacherProtocol, label_images
-from csnet.distill.teacher import resize_bilinear
+from csnet.infer.resize import resize_image
 from tests.shared_data import require_shared
 from tests.train.conftest import make_dataset
 
@@ -86,9 +86,9 @@ def test_openvino_runs_the_teacher_as_onnxruntime_does(tmp_path: Path) -> None:
     assert np.abs(a - b).max() < 1e-4
 
 
-def test_resize_bilinear_matches_torch() -> None:
+def test_the_teachers_resize_matches_torch() -> None:
     x = np.random.default_rng(0).random((13, 17, 3)).astype(np.float32)
-    ours = resize_bilinear(x, (29, 8))
+    ours = resize_image(x, 29, 8)
     theirs = torch.nn.functional.interpolate(torch.from_numpy(x).permute(2, 0, 1)[None], size=(29, 8),
                                              mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
     assert np.abs(ours - theirs).max() < 1e-5
