@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["REFINE_MODES", "RefineError", "guided_alpha", "matting_alpha", "refine_mask", "estimate_foreground",
+__all__ = ["REFINE_MODES", "RefineError", "missing_modules", "guided_alpha", "matting_alpha", "refine_mask", "estimate_foreground",
            "refined_cutout"]
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,23 @@ _EXTRA = "pip install 'csnet[refine]'"
 
 class RefineError(ImportError):
     """A refinement whose library is missing; the message names the extra to install."""
+
+
+#: What each mode imports: for masks, and for cutouts (whose edge colours come from pymatting).
+_MODULES = {"guided": ("cv2",), "matting": ("pymatting", "scipy")}
+
+
+def missing_modules(mode: str, *, cutout: bool = True) -> tuple[str, ...]:
+    """The modules ``mode`` needs (with ``cutout``, also for foreground colours) that are not installed.
+
+    Lets callers choose or refuse a mode up front, with the extra named, instead of failing halfway.
+    """
+    import importlib.util
+
+    if mode not in _MODULES:
+        raise ValueError(f"unknown refinement {mode!r}; choose from {', '.join(REFINE_MODES)}")
+    wanted = _MODULES[mode] + (("pymatting",) if cutout and mode == "guided" else ())
+    return tuple(name for name in wanted if importlib.util.find_spec(name) is None)
 
 
 def _cv2():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import os
 import threading
 from typing import Optional, Sequence, Union
@@ -18,7 +19,36 @@ from csnet.infer import compose
 
 __all__ = ["remove"]
 
+log = logging.getLogger(__name__)
+
 _lock = threading.Lock()
+
+
+def _resolve_refine(refine: Optional[str], cutout: bool) -> Optional[str]:
+    """``"auto"`` -> ``"guided"`` when the ``refine`` extra is installed, else ``None`` (said once, as a warning):
+    ``csnet.remove`` must work on a plain install, as ``rembg.remove`` does. A mode asked for by name whose
+    library is missing is an error naming the extra, raised before any work is done."""
+    from csnet.infer.refine import RefineError, missing_modules
+
+    if refine is None or refine == "none":
+        return None
+    if refine == "auto":
+        if not missing_modules("guided", cutout=cutout):
+            return "guided"
+        _warn_unrefined()
+        return None
+    if refine not in ("guided", "matting"):
+        raise ValueError(f"refine must be 'auto', 'guided', 'matting' or None, got {refine!r}")
+    missing = missing_modules(refine, cutout=cutout)
+    if missing:
+        raise RefineError(f"refine={refine!r} needs {', '.join(missing)}: pip install 'csnet[refine]'")
+    return refine
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_unrefined() -> None:
+    log.warning("csnet.remove: edges are not refined because the refine extra is missing "
+                "(pip install 'csnet[refine]'); cutouts may keep a halo and not reach full opacity")
 
 
 @functools.lru_cache(maxsize=4)
@@ -31,7 +61,7 @@ def _default_predictor(model: Optional[str]):
 
 def remove(x: Union[bytes, Image.Image, np.ndarray], *, predictor=None, model: Optional[str] = None,
            only_mask: bool = False, background: Union[None, str, Sequence[int], np.ndarray, Image.Image] = None,
-           blur: Union[bool, float, None] = None, refine: Optional[str] = "guided",
+           blur: Union[bool, float, None] = None, refine: Optional[str] = "auto",
            threshold: Optional[float] = None):
     """Remove (or replace, or blur) the background of one image.
 
@@ -43,8 +73,12 @@ def remove(x: Union[bytes, Image.Image, np.ndarray], *, predictor=None, model: O
         background: a colour (``"#00ff00"``, ``(0, 255, 0)``, ``"transparent"``) or an image to put behind the
             object; the result is then RGB.
         blur: ``True`` or a radius in pixels: the object sharp over its own background blurred.
-        refine: ``"guided"`` (default: cheap, and alpha reaches 255 inside objects), ``"matting"`` or ``None``.
+        refine: ``"auto"`` (default): ``"guided"`` (cheap; alpha reaches 255 inside objects) when the ``refine``
+            extra is installed, else no refinement, with a warning once; ``"guided"``, ``"matting"`` or ``None``.
         threshold: binarize the mask at this probability before refining.
+
+    Raises:
+        csnet.infer.refine.RefineError: ``refine`` names a mode whose library is not installed.
     """
     if isinstance(x, (bytes, bytearray, memoryview)):
         kind = "bytes"
@@ -60,6 +94,7 @@ def remove(x: Union[bytes, Image.Image, np.ndarray], *, predictor=None, model: O
         background = None
     if background is not None and blur:
         raise ValueError("give either background or blur, not both")
+    refine = _resolve_refine(refine, cutout=not (only_mask or blur or background is not None))
     if predictor is None:
         with _lock:
             predictor = _default_predictor(None if model is None else os.fspath(model))

@@ -74,3 +74,31 @@ def test_python_dash_m_runs_the_cli():
     result = subprocess.run([sys.executable, "-m", "csnet", "--version"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("csnet ")
+
+
+def test_default_refine_falls_back_without_the_refine_extra(predictor, monkeypatch, caplog):
+    """refine="auto" refines when OpenCV and pymatting are installed and, on a plain install, returns the
+    network's own mask with one warning naming the extra; a mode asked for by name fails up front."""
+    from csnet.infer import remove as remove_module
+    from csnet.infer.refine import RefineError
+
+    pytest.importorskip("pymatting")
+    array = gradient_image(40, 56)
+    raw = np.asarray(predictor.predict(array))
+    refined = csnet.remove(array, predictor=predictor)
+    assert np.array_equal(refined[:, :, 3], np.asarray(predictor.predict(array, refine="guided")))
+    assert not np.array_equal(refined[:, :, 3], raw)
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 fails, find_spec finds nothing
+    remove_module._warn_unrefined.cache_clear()
+    with caplog.at_level("WARNING", logger="csnet.infer.remove"):
+        plain = csnet.remove(array, predictor=predictor)
+        csnet.remove(array, predictor=predictor)
+    assert np.array_equal(plain, predictor.cutout(array))
+    assert caplog.text.count("csnet[refine]") == 1
+    with pytest.raises(RefineError, match=r"refine='guided' needs cv2: pip install 'csnet\[refine\]'"):
+        csnet.remove(array, predictor=predictor, refine="guided")
+    monkeypatch.setitem(sys.modules, "pymatting", None)
+    with pytest.raises(RefineError, match="needs pymatting"):
+        csnet.remove(array, predictor=predictor, refine="matting")
+    assert csnet.remove(array, predictor=predictor, refine=None).shape == (40, 56, 4)
