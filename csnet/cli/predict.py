@@ -172,6 +172,16 @@ def _supported_suffixes() -> tuple[set[str], set[str]]:
     return images, set(VIDEO_SUFFIXES)
 
 
+def _gif_as_video(path: Path) -> bool:
+    """An animated GIF is processed as a video when the video extra can encode one; otherwise as a still
+    (its first frame, with a warning)."""
+    import importlib.util
+
+    from csnet.infer.video import is_animated_gif
+
+    return is_animated_gif(path) and importlib.util.find_spec("imageio_ffmpeg") is not None
+
+
 def _hidden(rel: PurePath) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
@@ -189,7 +199,7 @@ def collect_inputs(inputs: list[str], exclude: Optional[Path] = None) -> tuple[l
         if root is not None and exclude is not None and exclude != root.resolve() \
                 and exclude in path.resolve().parents:
             return
-        jobs.append(Job(path, rel, video=path.suffix.lower() in video_suffixes))
+        jobs.append(Job(path, rel, video=path.suffix.lower() in video_suffixes or _gif_as_video(path)))
 
     def add_tree(root: Path) -> int:
         count = 0
@@ -358,8 +368,8 @@ def _warn_if_animated(path: Path) -> None:
     except OSError:
         return  # the decoder reports the file itself
     if frames > 1:
-        log.warning("%s: animated GIF with %d frames; only the first is used (convert it to a video, e.g. "
-                    "ffmpeg -i %s clip.mp4, to process every frame)", path, frames, path.name)
+        log.warning("%s: animated GIF with %d frames; only the first is used (pip install 'csnet[video]' to "
+                    "process every frame, as a video)", path, frames)
 
 
 def run_images(predictor, jobs: list[Job], *, mode: str, threshold: Optional[float], background, workers: int,
@@ -520,7 +530,8 @@ def run(args: argparse.Namespace) -> int:
     file_output = False
     if out is not None and out.suffix.lower() in _FILE_OUTPUT_SUFFIXES and not out.is_dir():
         if len(jobs) != 1 or jobs[0].video:
-            raise CLIError(f"-o {out} names a file, but the inputs are not exactly one image; give a folder")
+            gif = " (an animated GIF is processed as a video: -o NAME.webm or NAME.mp4)" if jobs[0].video else ""
+            raise CLIError(f"-o {out} names a file, but the inputs are not exactly one image; give a folder{gif}")
         file_output = True
         if mode in ("cutout",) and _FILE_OUTPUT_SUFFIXES[out.suffix.lower()] not in _ALPHA_FORMATS:
             raise CLIError(f"a cutout has transparency: write it as .png, .webp or .tif, not {out.suffix}")

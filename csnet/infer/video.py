@@ -19,11 +19,16 @@ background ``NAME.background.mp4`` H.264: the object over a new colour or image
 
 The audio track is not copied. Every output is written to a temporary file beside its destination
 and renamed when the clip is complete.
+
+An animated GIF is a clip too (:func:`is_animated_gif`): its frames are decoded by Pillow, which composes
+them as browsers do, and each is predicted once; frames shown longer than others are repeated in the output
+so the timing is kept (a GIF's delays vary per frame, a video's frame rate does not).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Union
@@ -33,7 +38,8 @@ import numpy as np
 from csnet.infer import compose
 from csnet.io.atomic import atomic_path
 
-__all__ = ["VIDEO_SUFFIXES", "VIDEO_OUTPUTS", "VideoError", "is_video", "video_output_paths", "predict_video"]
+__all__ = ["VIDEO_SUFFIXES", "VIDEO_OUTPUTS", "VideoError", "is_video", "is_animated_gif", "video_output_paths",
+           "predict_video"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,10 @@ VIDEO_OUTPUTS: dict[str, str] = {"mask": ".mask.mp4", "cutout": ".cutout.webm", 
                                  "background": ".background.mp4", "blur": ".blur.mp4"}
 
 _H264 = ["-crf", "16", "-preset", "veryfast", "-movflags", "+faststart"]
+#: The shortest output frame step for GIFs (50 fps): delays of 10 ms would otherwise multiply every frame.
+_GIF_MIN_STEP_MS = 20
+#: Browsers show GIF frames with delays of 0 or 10 ms for 100 ms; so does the output.
+_GIF_DEFAULT_DELAY_MS = 100
 _VP9_ALPHA = ["-b:v", "0", "-crf", "30", "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1",
               "-auto-alt-ref", "0"]
 
@@ -54,6 +64,20 @@ class VideoError(RuntimeError):
 
 def is_video(path: Union[str, os.PathLike]) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def is_animated_gif(path: Union[str, os.PathLike]) -> bool:
+    """Whether ``path`` is a GIF of more than one frame (a file Pillow cannot open is not: the image decoder
+    reports it)."""
+    if Path(path).suffix.lower() != ".gif":
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(path, formats=("GIF",)) as image:
+            return getattr(image, "n_frames", 1) > 1
+    except (OSError, ValueError, SyntaxError):
+        return False
 
 
 def video_output_paths(out_base: Union[str, os.PathLike], kinds: tuple[str, ...]) -> dict[str, Path]:
@@ -88,7 +112,12 @@ def _writer(path: Path, kind: str, size: tuple[int, int], fps: float):
     return writer
 
 
-def _read(source: Path) -> tuple[dict, Iterator[bytes]]:
+Frames = Iterator[tuple[np.ndarray, int]]
+"""``(H x W x 3 uint8 frame, how many output frames it lasts)`` in order."""
+
+
+def _read(source: Path) -> tuple[tuple[int, int], float, Frames, Callable[[], None]]:
+    """``((width, height), fps, frames, close)`` of a video, decoded by ffmpeg."""
     ffmpeg = _ffmpeg()
     reader = ffmpeg.read_frames(str(source), pix_fmt="rgb24")
     try:
@@ -97,7 +126,55 @@ def _read(source: Path) -> tuple[dict, Iterator[bytes]]:
         reader.close()
         first = str(error).strip().splitlines()
         raise VideoError(f"cannot read video {source}: {first[-1] if first else 'no video stream'}") from error
-    return meta, reader
+    width, height = (int(v) for v in meta["size"])
+
+    def frames() -> Frames:
+        try:
+            for raw in reader:
+                if len(raw) != width * height * 3:
+                    return  # a truncated last frame
+                yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3), 1
+        except RuntimeError as error:  # imageio-ffmpeg reports a dying ffmpeg as RuntimeError
+            raise VideoError(f"video decoding failed: {' '.join(str(error).split())[:300]}") from error
+
+    return (width, height), float(meta.get("fps") or 25.0), frames(), reader.close
+
+
+def _read_gif(source: Path, max_pixels: Optional[int]) -> tuple[tuple[int, int], float, Frames, Callable[[], None]]:
+    """``((width, height), fps, frames, close)`` of an animated GIF, decoded by Pillow one frame at a time.
+
+    The output rate is the greatest common divisor of the frame delays (at most 50 fps) and each frame
+    lasts its delay in output frames.
+    """
+    from PIL import Image
+
+    from csnet.io.images import ImageLoadError, load_image
+
+    try:
+        load_image(source, max_pixels=max_pixels)  # the size limits and a decodable first frame, as for stills
+        image = Image.open(source, formats=("GIF",))
+    except (ImageLoadError, OSError) as error:
+        raise VideoError(f"cannot read GIF {source}: {getattr(error, 'problem', error)}") from error
+    try:
+        delays = []
+        for index in range(image.n_frames):
+            image.seek(index)
+            delay = int(image.info.get("duration") or 0)
+            delays.append(delay if delay > 10 else _GIF_DEFAULT_DELAY_MS)
+    except (OSError, EOFError, ValueError) as error:
+        image.close()
+        raise VideoError(f"cannot read GIF {source}: frame {len(delays) + 1}: {error}") from error
+    step = max(_GIF_MIN_STEP_MS, math.gcd(*delays))
+
+    def frames() -> Frames:
+        try:
+            for index, delay in enumerate(delays):
+                image.seek(index)
+                yield np.asarray(image.convert("RGB")), max(1, round(delay / step))
+        except (OSError, EOFError, ValueError) as error:
+            raise VideoError(f"GIF {source}: frame {index + 1} cannot be decoded ({error})") from error
+
+    return image.size, 1000.0 / step, frames(), image.close
 
 
 def predict_video(predictor, source: Union[str, os.PathLike], outputs: Mapping[str, Union[str, os.PathLike]], *,
@@ -109,7 +186,7 @@ def predict_video(predictor, source: Union[str, os.PathLike], outputs: Mapping[s
 
     Args:
         predictor: a :class:`~csnet.infer.predictor.Predictor`.
-        source: a video file ffmpeg can read.
+        source: a video file ffmpeg can read, or an animated GIF.
         outputs: ``{kind: path}`` with kinds from :data:`VIDEO_OUTPUTS` (see
             :func:`video_output_paths`).
         batch_size: frames per forward pass (and the most frames held at once).
@@ -121,7 +198,7 @@ def predict_video(predictor, source: Union[str, os.PathLike], outputs: Mapping[s
         blur: background blur radius of the ``blur`` output (``None``: 2% of the longer side).
 
     Returns:
-        The number of frames processed.
+        The number of frames predicted (a GIF's frames, not counting the repeats of longer ones).
 
     Raises:
         VideoError: the video cannot be decoded or an output cannot be encoded.
@@ -136,23 +213,21 @@ def predict_video(predictor, source: Union[str, os.PathLike], outputs: Mapping[s
         raise ValueError(f"videos are refined with 'guided' only, not {refine!r} (matting takes seconds a frame)")
     if not source.is_file():
         raise VideoError(f"cannot read video {source}: file not found")
-    meta, reader = _read(source)
-    width, height = (int(v) for v in meta["size"])
-    fps = float(meta.get("fps") or 25.0)
-    frame_bytes = width * height * 3
+    if source.suffix.lower() == ".gif":
+        size, fps, decoded, close = _read_gif(source, getattr(predictor, "max_pixels", None))
+    else:
+        size, fps, decoded, close = _read(source)
     frames = 0
     try:
         with contextlib.ExitStack() as stack:
             writers = {}
             for kind, path in outputs.items():
                 tmp = stack.enter_context(atomic_path(path))
-                writers[kind] = _writer(tmp, kind, (width, height), fps)
+                writers[kind] = _writer(tmp, kind, size, fps)
                 stack.callback(writers[kind].close)  # runs before the rename: closes ffmpeg first
-            batch: list[np.ndarray] = []
-            for raw in _frames(reader):
-                if len(raw) != frame_bytes:
-                    break  # a truncated last frame
-                batch.append(np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3))
+            batch: list[tuple[np.ndarray, int]] = []
+            for item in decoded:
+                batch.append(item)
                 if len(batch) == batch_size:
                     _process(predictor, batch, writers, threshold, background, refine, blur)
                     frames += len(batch)
@@ -169,21 +244,14 @@ def predict_video(predictor, source: Union[str, os.PathLike], outputs: Mapping[s
     except (BrokenPipeError, OSError) as error:
         raise VideoError(f"video {source}: ffmpeg failed ({' '.join(str(error).split())[:300]})") from error
     finally:
-        reader.close()
+        close()
     return frames
 
 
-def _frames(reader: Iterator[bytes]) -> Iterator[bytes]:
-    try:
-        yield from reader
-    except RuntimeError as error:  # imageio-ffmpeg reports a dying ffmpeg as RuntimeError
-        raise VideoError(f"video decoding failed: {' '.join(str(error).split())[:300]}") from error
-
-
-def _process(predictor, frames: list[np.ndarray], writers: dict, threshold: Optional[float],
+def _process(predictor, frames: list[tuple[np.ndarray, int]], writers: dict, threshold: Optional[float],
              background, refine: Optional[str] = None, blur: Optional[float] = None) -> None:
-    logits = predictor.infer(np.stack([predictor.preprocess(frame) for frame in frames]))
-    for frame, frame_logits in zip(frames, logits):
+    logits = predictor.infer(np.stack([predictor.preprocess(frame) for frame, _ in frames]))
+    for (frame, repeat), frame_logits in zip(frames, logits):
         mask = predictor.postprocess(frame_logits, frame.shape[0], frame.shape[1], threshold=threshold)
         if refine is not None:
             from csnet.infer.refine import refine_mask
@@ -200,4 +268,6 @@ def _process(predictor, frames: list[np.ndarray], writers: dict, threshold: Opti
                 out = compose.blur_background(frame, mask, blur or None)
             else:
                 out = compose.replace_background(frame, mask, background)
-            writer.send(np.ascontiguousarray(out).tobytes())
+            data = np.ascontiguousarray(out).tobytes()
+            for _ in range(repeat):
+                writer.send(data)

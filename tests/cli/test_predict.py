@@ -295,10 +295,17 @@ def test_video_to_a_named_file_and_frames_per_second(tmp_path, capsys):
     assert "5 video frames (" in summary and "frames/s)" in summary
 
 
-def test_animated_gif_warns_that_only_the_first_frame_is_used(tmp_path, caplog):
+def test_animated_gif_is_processed_as_a_video(tmp_path, monkeypatch, caplog, capsys):
+    pytest.importorskip("imageio_ffmpeg")
     frames = [Image.fromarray(gradient_image(24, 24, seed=i)) for i in range(3)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert predict(tmp_path / "anim.gif", "-o", tmp_path / "out") == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["anim.cutout.webm", "anim.mask.mp4"]
+    assert predict(tmp_path / "anim.gif", "-o", tmp_path / "anim.png") == 1  # a still file for a clip: refused
+    assert "an animated GIF is processed as a video" in capsys.readouterr().err
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # without the video extra: the first frame, said
     with caplog.at_level("WARNING"):
         assert predict(tmp_path / "anim.gif", "-o", tmp_path / "mask.png") == 0
-    assert "3 frames; only the first is used" in caplog.text
+    assert "3 frames; only the first is used (pip install 'csnet[video]'" in caplog.text
     assert (tmp_path / "mask.png").is_file()

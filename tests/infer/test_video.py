@@ -77,3 +77,38 @@ def test_odd_sizes_and_errors(tmp_path):
     assert not list(tmp_path.glob("bad.*.mp4")) and not list(tmp_path.glob(".bad*"))  # nothing half-written
     with pytest.raises(VideoError, match="not found"):
         predict_video(shared_predictor(), tmp_path / "missing.mp4", outputs)
+
+
+def test_animated_gif_is_a_clip_with_its_timing(tmp_path):
+    """Each GIF frame is predicted once; a frame shown twice as long lasts two output frames."""
+    from PIL import Image
+
+    from csnet.infer.video import is_animated_gif
+
+    frames = [gradient_image(48, 64, seed=i) for i in range(3)]
+    for frame, i in zip(frames, range(3)):
+        frame[8:40, 8 + 12 * i:24 + 12 * i] = 255
+    gif = tmp_path / "anim.gif"
+    pil = [Image.fromarray(f) for f in frames]
+    pil[0].save(gif, save_all=True, append_images=pil[1:], duration=[100, 200, 100], loop=0)
+    pil[0].save(tmp_path / "still.gif")
+    assert is_animated_gif(gif) and not is_animated_gif(tmp_path / "still.gif")
+    assert not is_animated_gif(tmp_path / "missing.gif")
+
+    decoded = []
+    with Image.open(gif) as image:  # what a browser shows: the GIF's own (palette) colours
+        for index in range(3):
+            image.seek(index)
+            decoded.append(np.asarray(image.convert("RGB")))
+    outputs = video_output_paths(tmp_path / "anim", ("mask", "cutout"))
+    assert predict_video(shared_predictor(), gif, outputs) == 3
+    meta, masks = read_clip(outputs["mask"])
+    assert meta["fps"] == 10 and len(masks) == 4 and tuple(meta["size"]) == (64, 48)
+    expected = [shared_predictor().predict(decoded[i]).astype(float) for i in (0, 1, 1, 2)]
+    for mask, want in zip(masks, expected):
+        assert np.abs(mask[:, :, 0] - want).mean() < 8
+    assert len(read_clip(outputs["cutout"], rgba=True)[1]) == 4
+
+    (tmp_path / "broken.gif").write_bytes(b"GIF89a" + b"\x00" * 20)
+    with pytest.raises(VideoError, match="broken.gif"):
+        predict_video(shared_predictor(), tmp_path / "broken.gif", video_output_paths(tmp_path / "b", ("mask",)))
