@@ -50,6 +50,8 @@ _HELP = {
     "grad_clip": "clip the gradient norm to this value",
     "tensorboard": "write TensorBoard events to RUN_DIR/tb (default on)",
     "log_every": "steps between loss checks and progress updates",
+    "checkpoint_every": "also checkpoint every N steps inside an epoch (a kill loses at most N steps; resume "
+                        "continues from that step exactly)",
     "channels_last": "NHWC memory format for the model and batches (same maths, faster)",
     "loss": "bce (release) or bce+iou",
     "lr_schedule": "step (MultiStepLR at --milestones, release) or cosine (warm-up, then cosine to 0)",

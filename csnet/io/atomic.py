@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Union
@@ -57,6 +58,24 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def remove_stale_temporaries(path: PathLike) -> list[Path]:
+    """Delete the temporaries that :func:`atomic_path` left beside ``path`` when its process was killed.
+
+    Only names of exactly that form (``.STEM.`` + tempfile's 8 random characters + ``SUFFIX``) are
+    touched. Call it only where no other process is writing ``path`` (e.g. a run folder at start-up).
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.stem)}\.[a-z0-9_]{{8}}{re.escape(path.suffix)}")
+    removed = []
+    if path.parent.is_dir():
+        for candidate in path.parent.iterdir():
+            if pattern.fullmatch(candidate.name) and candidate.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    candidate.unlink()
+                    removed.append(candidate)
+    return removed
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

@@ -23,7 +23,9 @@ __all__ = ["STATE_FILE", "CheckpointError", "save_state", "load_state", "rng_sta
            "scheduler_state", "load_scheduler_state"]
 
 STATE_FILE = "last_state.pt"
-FORMAT = "csnet-train-state/1"
+# Version 2 adds ``progress`` (a state written mid-epoch); version 1 states (epoch ends only) still load.
+FORMAT = "csnet-train-state/2"
+READABLE_FORMATS = ("csnet-train-state/1", FORMAT)
 
 
 class CheckpointError(ValueError):
@@ -89,6 +91,6 @@ def load_state(path: Union[str, os.PathLike], map_location: Optional[Union[str, 
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
         first = str(error).strip().splitlines()
         raise CheckpointError(f"{path}: not a loadable csnet training state ({first[0] if first else error})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS:
         raise CheckpointError(f"{path}: not a csnet training state (format {payload.get('format') if isinstance(payload, dict) else None!r})")
     return payload

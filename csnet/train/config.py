@@ -23,7 +23,7 @@ LR_SCHEDULES = ("step", "cosine")
 
 #: Fields that may change when a run is resumed: they do not change what is computed.
 RUNTIME_FIELDS = frozenset({"epochs", "workers", "device", "cache", "cache_dir", "tensorboard", "log_every",
-                            "val_every", "label_dir"})
+                            "val_every", "label_dir", "checkpoint_every"})
 
 
 class ConfigError(ValueError):
@@ -67,6 +67,8 @@ class TrainConfig:
         grad_clip: clip the gradient norm (``None``: off, as in the release).
         tensorboard: also write TensorBoard events to ``RUN_DIR/tb`` (when tensorboard is installed).
         log_every: steps between loss checks / progress updates.
+        checkpoint_every: also checkpoint every N steps inside an epoch (``None``: at epoch ends only), so a
+            killed run loses at most N steps of a long epoch; a resume continues from that step exactly.
         channels_last: run the model and batches in NHWC memory format (same maths; faster on CPUs and
             tensor cores).
         loss: ``bce`` (the release) or ``bce+iou`` (BCE plus a soft IoU term per image, which rewards whole,
@@ -115,6 +117,7 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     tensorboard: bool = True
     log_every: int = 10
+    checkpoint_every: Optional[int] = None
     channels_last: bool = False
     loss: str = "bce"
     lr_schedule: str = "step"
@@ -156,6 +159,8 @@ class TrainConfig:
         check(self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         check(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")
         check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+        check(self.checkpoint_every is None or self.checkpoint_every >= 1,
+              f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         check(self.lr_schedule in LR_SCHEDULES,
               f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")

@@ -15,7 +15,7 @@ from csnet.io.atomic import atomic_write_text
 from csnet.train.config import TrainConfig
 from csnet.train.distributed import DistInfo, barrier
 
-__all__ = ["RunData", "EpochSampler", "build_data", "train_batches"]
+__all__ = ["RunData", "EpochSampler", "build_data", "start_epoch", "train_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +29,16 @@ class EpochSampler(Sampler):
     and the ``(epoch, index)`` items let DataLoader workers (copies of the dataset) augment for the right
     epoch. Under DDP the permutation is padded by repeating its head to a multiple of the world size, as
     :class:`~torch.utils.data.DistributedSampler` does, so every rank runs the same number of steps.
+    ``start`` skips the head of this rank's order: a run resumed mid-epoch draws the rest of the same order.
     """
 
     def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
         self.n, self.seed, self.rank, self.world_size, self.shuffle = n, seed, rank, world_size, shuffle
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = int(epoch), int(start)
 
     def indices(self) -> list[int]:
         if self.shuffle:
@@ -48,13 +50,14 @@ class EpochSampler(Sampler):
             total = -(-self.n // self.world_size) * self.world_size
             order = (order * (total // max(1, len(order)) + 1))[:total]
             order = order[self.rank::self.world_size]
-        return order
+        return order[self.start:]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter([(self.epoch, i) for i in self.indices()])
 
     def __len__(self) -> int:
-        return -(-self.n // self.world_size) if self.world_size > 1 else self.n
+        full = -(-self.n // self.world_size) if self.world_size > 1 else self.n
+        return max(0, full - self.start)
 
 
 @dataclass
@@ -147,10 +150,21 @@ def build_data(config: TrainConfig, run_dir: Path, info: DistInfo, device: torch
     sampler = EpochSampler(len(train), config.seed, info.rank, info.world_size)
     loader = None
     if not (config.gpu_augment and device.type == "cuda"):
+        # A generator of its own: otherwise each new iterator draws its workers' base seed from the global
+        # torch RNG, and a run resumed mid-epoch (one iterator more) would leave that RNG one draw apart.
         loader = DataLoader(train, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
                             pin_memory=device.type == "cuda", drop_last=False,
-                            persistent_workers=config.workers > 0)
+                            persistent_workers=config.workers > 0, generator=torch.Generator())
     return RunData(train, val, sampler, loader)
+
+
+def start_epoch(data: RunData, epoch: int, start: int = 0) -> None:
+    """Point the sampler, the augmentation and the loader at ``epoch``, skipping its first ``start`` items
+    on this rank (a run resumed mid-epoch), so what follows is a function of ``(seed, epoch)`` alone."""
+    data.sampler.set_epoch(epoch, start)
+    data.train.set_epoch(epoch)
+    if data.loader is not None and data.loader.generator is not None:
+        data.loader.generator.manual_seed(data.sampler.seed * 1_000_003 + epoch)
 
 
 class _GpuBatches:

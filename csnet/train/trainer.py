@@ -13,7 +13,15 @@ A run lives in one folder::
 
 Exact resume: the shuffle and the augmentation are functions of ``(seed, epoch, index)``, and the state file
 holds the model (BN statistics included), optimizer, scheduler, grad scaler and RNG states, so on the CPU a
-run resumed after epoch k ends bit-identical to an uninterrupted one.
+run resumed after epoch k ends bit-identical to an uninterrupted one. With ``checkpoint_every`` the state is
+also written inside an epoch, with the sampler position and the epoch's running sums, and a resume continues
+from that step.
+
+Kill safety: ``last_state.pt`` is the one commit point. A checkpoint writes it first (atomically), then
+derives ``last.safetensors``, ``best.safetensors`` and ``metrics.csv`` from what it holds; a resume writes
+these three again from the state and deletes temporaries a killed write left, so whenever the process dies,
+the resumed run ends with the same files, bit for bit, as an uninterrupted one. Until then a killed run's
+derived files are at most one checkpoint behind its state, never ahead of it or half-written.
 """
 from __future__ import annotations
 
@@ -31,12 +39,12 @@ import torch
 from torch import nn
 
 from csnet.channels.dwd import DynamicWeightDecay
-from csnet.io.atomic import atomic_write_text
+from csnet.io.atomic import atomic_write_text, remove_stale_temporaries
 from csnet.models import CSNet, ChannelConfig, create_model, load_model, save_model
 from csnet.models.weights import PRETRAINED
 from csnet.train import checkpoint as ckpt
 from csnet.train.config import RUNTIME_FIELDS, ConfigError, TrainConfig
-from csnet.train.data import RunData, build_data, train_batches
+from csnet.train.data import SPLIT_FILE, RunData, build_data, start_epoch, train_batches
 from csnet.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from csnet.train.optim import lr_scheduler, release_init_
 from csnet.train.step import build_train_step
@@ -51,6 +59,8 @@ METRICS_FILE = "metrics.csv"
 COMMAND_FILE = "command.txt"
 LAST_MODEL = "last.safetensors"
 BEST_MODEL = "best.safetensors"
+#: Every file the trainer writes atomically in the run folder (whose killed writes leave temporaries).
+RUN_FILES = (CONFIG_FILE, COMMAND_FILE, SPLIT_FILE, ckpt.STATE_FILE, LAST_MODEL, BEST_MODEL, METRICS_FILE)
 METRIC_COLUMNS = ("epoch", "lr", "loss", "bce", "dwd", "images_per_s", "epoch_time_s", "val_maxF", "val_MAE",
                   "best_maxF")
 
@@ -168,6 +178,8 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.best: Optional[dict[str, float]] = None
         self.history: list[dict[str, Any]] = []
+        # Where a mid-epoch state left epoch ``self.epoch + 1`` (see _train_epoch); None at an epoch boundary.
+        self._progress: Optional[dict[str, Any]] = None
         self._writer = None
 
     # -- setup ------------------------------------------------------------------------------------------
@@ -189,6 +201,9 @@ class Trainer:
         self.amp_dtype = _amp_dtype(cfg.amp, self.device)
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            for name in RUN_FILES:
+                for stale in remove_stale_temporaries(self.run_dir / name):
+                    logger.info("removed %s, left by an interrupted write", stale)
             self._write_run_files()
         barrier(self.info)
 
@@ -265,9 +280,14 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.best = state.get("best") or None
         self.history = [dict(row) for row in state.get("history", [])]
-        logger.info("resuming %s after epoch %d of %d", self.run_dir, self.epoch, self.config.epochs)
+        self._progress = state.get("progress") or None
+        where = f", step {self._progress['step']} of epoch {self.epoch + 1}" if self._progress else ""
+        logger.info("resuming %s after epoch %d of %d%s", self.run_dir, self.epoch, self.config.epochs, where)
         if self.info.is_main:
-            self._truncate_metrics()
+            # The files derived from the state may be one checkpoint behind it (a kill between the writes):
+            # write them again from the state, so they are the files an uninterrupted run has at this point.
+            self._write_derived(best=bool(self.best) and int(self.best["epoch"]) == self.epoch
+                                and self._progress is None)
 
     def _open_tensorboard(self) -> None:
         try:
@@ -288,18 +308,19 @@ class Trainer:
                 stats = self._train_epoch(epoch)
                 self.scheduler.step()
                 row = {"epoch": epoch, **stats}
+                improved = False
                 if self.info.is_main:
                     if self.data.val is not None and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
                         scores = validate(self.model, self.data.val, self.device, cfg.batch_size, self.amp_dtype)
                         row["val_maxF"], row["val_MAE"] = scores["maxF"], scores["MAE"]
                         if self.best is None or scores["maxF"] > self.best["maxF"]:
                             self.best = {"epoch": epoch, "maxF": scores["maxF"], "MAE": scores["MAE"]}
-                            self._save_model(BEST_MODEL, epoch, row)
+                            improved = True
                     row["best_maxF"] = self.best["maxF"] if self.best else None
                 self.epoch = epoch
                 self.history.append(row)
                 if self.info.is_main:
-                    self._checkpoint(row)
+                    self._checkpoint(best=improved)
                     self._log_epoch(row)
                 barrier(self.info)
         finally:
@@ -317,21 +338,25 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         cfg = self.config
         self.ddp.train()
-        self.data.sampler.set_epoch(epoch)
-        self.data.train.set_epoch(epoch)
+        # A state written mid-epoch carries the steps done and the epoch's running sums; otherwise start at 0.
+        progress, self._progress = self._progress or {}, None
+        done = int(progress.get("step", 0))
+        start_epoch(self.data, epoch, start=done * cfg.batch_size)
         lr = self._current_lr()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, bce, dwd
-        seen = checked_steps = 0
-        steps = len(self.batches)
+        sums = (progress["sums"].to(self.device, torch.float64) if progress
+                else torch.zeros(3, dtype=torch.float64, device=self.device))  # loss, bce, dwd
+        seen, checked_steps = int(progress.get("seen", 0)), int(progress.get("checked_steps", 0))
+        earlier = float(progress.get("elapsed_s", 0.0))  # time spent on this epoch before the resume
+        steps = done + len(self.batches)
         bar = None
         if self.show_progress and self.info.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", dynamic_ncols=True,
-                       leave=False)
+            bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                       dynamic_ncols=True, leave=False)
         start = time.perf_counter()
         try:
-            for step, (images, masks) in enumerate(self.batches, start=1):
+            for step, (images, masks) in enumerate(self.batches, start=done + 1):
                 loss, bce, reg = self.train_step(images, masks)
                 sums += torch.stack([loss, bce, reg]).double()
                 seen += images.shape[0]
@@ -346,10 +371,13 @@ class Trainer:
                         rate = seen * self.info.world_size / max(time.perf_counter() - start, 1e-9)
                         bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.1e}", img_s=f"{rate:.1f}", refresh=False)
                         bar.update(step - bar.n)
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps:
+                    self._checkpoint_mid_epoch(epoch, step, sums, seen, checked_steps,
+                                               earlier + time.perf_counter() - start)
         finally:
             if bar is not None:
                 bar.close()
-        elapsed = time.perf_counter() - start
+        elapsed = earlier + time.perf_counter() - start
         totals = all_reduce_sum(sums.clone(), self.info) / self.info.world_size
         steps = max(checked_steps, 1)
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
@@ -359,6 +387,24 @@ class Trainer:
                 "dwd": float(totals[2]) / steps, "images_per_s": images_total / max(elapsed, 1e-9),
                 "epoch_time_s": elapsed}
 
+    def _checkpoint_mid_epoch(self, epoch: int, step: int, sums: torch.Tensor, seen: int, checked_steps: int,
+                              elapsed_s: float) -> None:
+        """Commit the state after ``step`` steps of ``epoch`` with what the rest of the epoch needs."""
+        # Under DDP every rank resumes from the mean of the ranks' sums, so the epoch's all-reduced mean
+        # comes out the same; the collective also keeps the ranks in step.
+        mean_sums = all_reduce_sum(sums.clone(), self.info) / self.info.world_size
+        # Never commit a diverged state: the loss is otherwise checked only every log_every steps.
+        if not torch.isfinite(mean_sums).all() or not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise DivergedError(self._diverged_message(epoch, step, float(mean_sums[0]) / step))
+        if self.info.is_main:
+            self._progress = {"step": step, "sums": mean_sums.cpu(), "seen": seen,
+                              "checked_steps": checked_steps, "elapsed_s": elapsed_s}
+            try:
+                self._checkpoint()
+            finally:
+                self._progress = None
+        barrier(self.info)
+
     def _diverged_message(self, epoch: int, step: int, value: float, what: str = "loss") -> str:
         kept = (f"the last good checkpoint {self.run_dir / ckpt.STATE_FILE} (epoch {self.epoch}) is kept"
                 if self.epoch else "no checkpoint was written")
@@ -366,16 +412,20 @@ class Trainer:
                 f"(lower --lr or try --amp off); {kept}")
 
     # -- outputs ----------------------------------------------------------------------------------------
-    def _save_model(self, name: str, epoch: int, row: dict[str, Any]) -> None:
+    def _save_model(self, name: str, epoch: int, row: Optional[dict[str, Any]], step: int = 0) -> None:
         meta = {"trained_epochs": str(epoch), "train_config": self.config.to_json()}
-        if row.get("val_maxF") is not None:
+        if step:
+            meta["steps_into_next_epoch"] = str(step)
+        if row and row.get("val_maxF") is not None:
             meta["val_maxF"] = f"{row['val_maxF']:.6f}"
             meta["val_MAE"] = f"{row['val_MAE']:.6f}"
         save_model(self.model, self.run_dir / name, metadata=meta)
 
-    def _checkpoint(self, row: dict[str, Any]) -> None:
+    def _checkpoint(self, best: bool = False) -> None:
+        """Commit the state (the one file a resume reads), then derive the other files from it."""
         state = {
             "epoch": self.epoch,
+            "progress": self._progress or {},
             "model_config": self.model.config.to_json(),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
@@ -387,33 +437,29 @@ class Trainer:
             "config": self.config.to_json(),
         }
         ckpt.save_state(self.run_dir / ckpt.STATE_FILE, state)
-        self._save_model(LAST_MODEL, self.epoch, row)
-        self._append_metrics(row)
+        self._write_derived(best=best)
 
-    def _append_metrics(self, row: dict[str, Any]) -> None:
-        path = self.run_dir / METRICS_FILE
-        text = path.read_text() if path.exists() else ""
+    def _write_derived(self, best: bool) -> None:
+        """``last.safetensors`` (the state's model), ``best.safetensors`` when ``best`` (the state's model is the
+        best one) and ``metrics.csv`` (the state's history), each atomically."""
+        row = self.history[-1] if self.history and self._progress is None else None
+        step = int(self._progress["step"]) if self._progress else 0
+        self._save_model(LAST_MODEL, self.epoch, row, step=step)
+        if best:
+            self._save_model(BEST_MODEL, self.epoch, self.history[-1])
+        self._write_metrics()
+
+    def _write_metrics(self) -> None:
+        """``metrics.csv`` as a function of the history alone: one row per completed epoch, nothing else."""
+        if not self.history:
+            return
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        if not text:
-            writer.writeheader()
-        writer.writerow({k: ("" if row.get(k) is None else (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]))
-                         for k in METRIC_COLUMNS})
-        atomic_write_text(path, text + buffer.getvalue())
-
-    def _truncate_metrics(self) -> None:
-        """Drop rows of epochs after the resumed checkpoint (written before a crash)."""
-        path = self.run_dir / METRICS_FILE
-        if not path.exists():
-            return
-        rows = list(csv.DictReader(path.read_text().splitlines()))
-        kept = [r for r in rows if r.get("epoch", "").isdigit() and int(r["epoch"]) <= self.epoch]
-        if len(kept) != len(rows):
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(kept)
-            atomic_write_text(path, buffer.getvalue())
+        writer.writeheader()
+        for row in self.history:
+            writer.writerow({k: ("" if row.get(k) is None else (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]))
+                             for k in METRIC_COLUMNS})
+        atomic_write_text(self.run_dir / METRICS_FILE, buffer.getvalue())
 
     def _log_epoch(self, row: dict[str, Any]) -> None:
         val = (f" | val maxF {row['val_maxF']:.4f} MAE {row['val_MAE']:.4f} (best {row['best_maxF']:.4f})"

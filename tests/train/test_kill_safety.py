@@ -1,0 +1,206 @@
+"""Kill-safety as a property: a tiny run killed at random points, again and again, resumes to the very files
+an uninterrupted run leaves.
+
+Each attempt trains in a forked child that dies at a chosen point: a SIGKILL from the parent after a random
+delay, or an ``os._exit`` injected at the n-th atomic rename of a run file (just before it: the finished
+temporary stays behind; just after it) or at the n-th fsync with the temporary cut to half its size (a kill
+inside the write). After every kill the folder must be usable as it is (the state loads; ``metrics.csv`` is
+the state's history or one row behind it); after the last, unkilled attempt it must equal the reference run:
+state (model, optimizer, scheduler, RNG), ``last.safetensors``, ``best.safetensors``, every ``metrics.csv``
+row but the timing columns, and no temporary left. Mid-epoch checkpoints (``checkpoint_every=1``) make most
+kills land inside an epoch.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from csnet.models import load_model
+from csnet.train import TrainConfig, train
+from csnet.train.checkpoint import STATE_FILE, load_state
+from tests.train.conftest import make_dataset
+
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill harness forks")]
+
+INJECTED = 77  # exit status of a child that died at an injected point
+TIMING_COLUMNS = {"images_per_s", "epoch_time_s"}
+CAMPAIGNS = 3
+KILLS_PER_CAMPAIGN = 3
+
+
+def kill_config(data: Path) -> TrainConfig:
+    # 8 pairs, 2 held out: 6 training images in 3 steps of 2, 2 epochs, a state after every step.
+    return TrainConfig(model="csnet_l_x1", data=(str(data),), size=32, epochs=2, batch_size=2, workers=0,
+                       device="cpu", tensorboard=False, milestones=(2,), log_every=1, val_fraction=0.25,
+                       checkpoint_every=1, augment=True)
+
+
+def _inject(run_dir: Path, point: str, n: int, only: str = "") -> None:
+    """Make this (child) process die at the ``n``-th ``point`` touching ``run_dir`` (renames onto ``only``
+    alone when given)."""
+    count = {"n": 0}
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def hit() -> bool:
+        count["n"] += 1
+        return count["n"] == n
+
+    def replace(src, dst, *args, **kwargs):
+        mine = Path(dst).parent == run_dir and (not only or Path(dst).name == only)
+        if mine and point == "before_replace" and hit():
+            os._exit(INJECTED)
+        real_replace(src, dst, *args, **kwargs)
+        if mine and point == "after_replace" and hit():
+            os._exit(INJECTED)
+
+    def fsync(fd):
+        if point == "inside_write" and hit():
+            os.ftruncate(fd, os.fstat(fd).st_size // 2)
+            os._exit(INJECTED)
+        real_fsync(fd)
+
+    os.replace, os.fsync = replace, fsync
+
+
+def _attempt(config: TrainConfig, run_dir: Path, point: str, n: int, delay: float, log: Path,
+             only: str = "") -> int:
+    """One forked training attempt; returns the child's exit status (or -9 when SIGKILLed)."""
+    resume = (run_dir / STATE_FILE).exists()
+    pid = os.fork()
+    if pid == 0:  # the child: train, die where told, never return into pytest
+        status = 1
+        try:
+            if point != "sigkill":
+                _inject(run_dir, point, n, only)
+            train(config, run_dir, resume=resume)
+            status = 0
+        except BaseException:
+            log.write_text(traceback.format_exc())
+        finally:
+            os._exit(status)
+    if point == "sigkill":
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.01)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def _metrics(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.read_text().splitlines())) if path.exists() else []
+
+
+def _check_usable(run_dir: Path) -> None:
+    """What a kill leaves: a loadable state, derived files at most one checkpoint behind it, never ahead."""
+    if not (run_dir / STATE_FILE).exists():
+        assert not (run_dir / "metrics.csv").exists()
+        return
+    state = load_state(run_dir / STATE_FILE)
+    rows = _metrics(run_dir / "metrics.csv")
+    history = state["history"]
+    assert len(history) - 1 <= len(rows) <= len(history)
+    assert [int(r["epoch"]) for r in rows] == [int(h["epoch"]) for h in history[:len(rows)]]
+    if (run_dir / "last.safetensors").exists():
+        load_model(run_dir / "last.safetensors")  # complete and valid, whatever its age
+
+
+def _assert_same_run(reference: Path, run_dir: Path) -> None:
+    a, b = load_state(reference / STATE_FILE), load_state(run_dir / STATE_FILE)
+    assert a["epoch"] == b["epoch"] == 2 and not b["progress"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        for key in sa:
+            assert torch.equal(torch.as_tensor(sa[key]), torch.as_tensor(sb[key])), key
+    assert a["scheduler"] == b["scheduler"]
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert a["best"] == b["best"]
+    for name in ("last.safetensors", "best.safetensors"):
+        ta, tb = load_file(reference / name), load_file(run_dir / name)
+        assert ta.keys() == tb.keys(), name
+        assert all(torch.equal(ta[k], tb[k]) for k in ta), name
+    rows_a, rows_b = _metrics(reference / "metrics.csv"), _metrics(run_dir / "metrics.csv")
+    assert len(rows_a) == len(rows_b) == 2
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]
+    assert strip(rows_a) == strip(rows_b)
+    leftovers = sorted(p.name for p in run_dir.iterdir() if p.name.startswith("."))
+    assert not leftovers, leftovers
+
+
+def test_random_kills_resume_to_the_uninterrupted_run(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", n=8, size=32)
+    config = kill_config(data)
+    train(config, tmp_path / "reference")
+    rng = random.Random(14)
+    points = ("sigkill", "before_replace", "after_replace", "inside_write")
+    kills = 0
+    for campaign in range(CAMPAIGNS):
+        run_dir = tmp_path / f"run{campaign}"
+        for attempt in range(KILLS_PER_CAMPAIGN + 1):
+            last = attempt == KILLS_PER_CAMPAIGN
+            point = "none" if last else points[(campaign + attempt) % len(points)]
+            n, delay = rng.randint(1, 20), rng.uniform(0.2, 2.0)
+            log = tmp_path / f"child{campaign}-{attempt}.log"
+            status = _attempt(config, run_dir, point, n, delay, log)
+            assert status in (0, INJECTED, -signal.SIGKILL), (point, n, status, log.read_text() if log.exists() else "")
+            if status == 0:
+                break
+            kills += 1
+            _check_usable(run_dir)
+        _assert_same_run(tmp_path / "reference", run_dir)
+    assert kills >= CAMPAIGNS  # the campaigns did kill (most attempts die before the run ends)
+
+
+def test_a_stale_derived_file_is_rewritten_on_resume(tmp_path: Path) -> None:
+    """The finding of issue 14: a kill between the state and ``last.safetensors`` must not leave a stale model."""
+    data = make_dataset(tmp_path / "data", n=8, size=32)
+    config = kill_config(data).replace(epochs=2, checkpoint_every=None)
+    train(config, tmp_path / "reference")
+    run_dir = tmp_path / "run"
+    train(config.replace(epochs=1), run_dir)
+    stale = load_file(run_dir / "last.safetensors")
+    # epoch 2 commits its state, then dies before deriving anything from it
+    status = _attempt(config, run_dir, "after_replace", 1, 0.0, tmp_path / "child.log", only=STATE_FILE)
+    assert status == INJECTED
+    assert load_state(run_dir / STATE_FILE)["epoch"] == 2
+    assert all(torch.equal(stale[k], v) for k, v in load_file(run_dir / "last.safetensors").items())
+    assert len(_metrics(run_dir / "metrics.csv")) == 1
+    train(config, run_dir, resume=True)  # nothing left to train: the resume only repairs
+    expected = load_file(tmp_path / "reference" / "last.safetensors")
+    assert all(torch.equal(expected[k], v) for k, v in load_file(run_dir / "last.safetensors").items())
+    assert len(_metrics(run_dir / "metrics.csv")) == 2
+
+
+def test_mid_epoch_resume_continues_from_the_step(tmp_path: Path) -> None:
+    """A state written after step 2 of epoch 2 resumes at step 3 of epoch 2 and ends like the reference."""
+    data = make_dataset(tmp_path / "data", n=8, size=32)
+    config = kill_config(data).replace(epochs=2, checkpoint_every=2)
+    reference = train(config, tmp_path / "reference")
+    run_dir = tmp_path / "run"
+    # commits: epoch 1 step 2, epoch 1 end, epoch 2 step 2 -> the 3rd state file rename; die right after it
+    status = _attempt(config, run_dir, "after_replace", 3, 0.0, tmp_path / "child.log", only=STATE_FILE)
+    assert status == INJECTED
+    state = load_state(run_dir / STATE_FILE)
+    assert (state["epoch"], state["progress"]["step"]) == (1, 2)
+    assert load_model(run_dir / "last.safetensors") is not None
+    resumed = train(config, run_dir, resume=True)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in reference.history]
+    b = load_state(run_dir / STATE_FILE)
+    a = load_state(tmp_path / "reference" / STATE_FILE)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
