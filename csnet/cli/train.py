@@ -80,8 +80,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--threads", type=int, metavar="N",
-                     help="CPU threads per process (torch.set_num_threads); on a busy CPU fewer threads than cores "
-                          "is often faster")
+                     help="CPU threads per process (default: one per core, or 1 when the machine is already busy: "
+                          "load average >= cores)")
     from csnet.train.config import (AMP_MODES, CACHE_MODES, DEVICES, LOSSES, LR_SCHEDULES, WEIGHT_DECAY_MODES,
                                     TrainConfig)
 
@@ -184,13 +184,13 @@ def run(args: argparse.Namespace) -> int:
     from csnet.train import ConfigError, TrainConfig, TrainingError, resume_config, train
     from csnet.train.checkpoint import CheckpointError
 
-    overrides = _overrides(args)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CLIError(f"--threads must be >= 1, got {args.threads}")
-        import torch
+    from csnet.cli.threads import set_cpu_threads
 
-        torch.set_num_threads(args.threads)
+    overrides = _overrides(args)
+    try:
+        set_cpu_threads(args.threads)  # the policy csnet predict uses (csnet/cli/threads.py)
+    except ValueError as error:
+        raise CLIError(str(error)) from None
     try:
         if args.resume:
             if args.config:
