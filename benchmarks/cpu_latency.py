@@ -1,13 +1,13 @@
-"""Batch-1 CPU latency of several backends, measured honestly on a shared machine.
+"""Batch-1 CPU latency of several runtimes, measured honestly on a shared machine.
 
-The backends are built once, then timed in short interleaved bursts (every backend a few calls, in a new
+The runtimes (csnet.infer.runtimes, the very calls ``csnet predict --runtime X`` makes) are built once, then timed in short interleaved bursts (every backend a few calls, in a new
 random order each round) for ``--duration`` seconds. Before each round the CPU idle share is sampled from
 /proc/stat; rounds that started on an idle machine (>= ``--quiet`` idle) are reported apart from the rest, so
 the figures of a quiet machine are not mixed with those of a busy one. Prints min / median per backend and
 writes every sample to ``--json``.
 
     python benchmarks/cpu_latency.py --models csnet_l_x1,csnet_l_x2 --threads 2 --duration 300 \
-        --backends eager,fast-nchw,fast,fast-jit,onnxruntime,onnxruntime-eager --json cpu_latency.json
+        --backends eager,torchscript,onnxruntime,openvino,onnxruntime-eager --json cpu_latency.json
 """
 from __future__ import annotations
 
@@ -26,33 +26,19 @@ import torch
 import csnet
 from csnet.bench.model_bench import environment
 from csnet.bench.timing import cpu_idle_fraction, load_average
-from csnet.infer import fast_backends
-from csnet.infer.fastpath import optimize_for_inference, randomize_batch_norm
+from csnet.infer.fused import randomize_batch_norm
+from csnet.infer.malloc import tune_malloc
+from csnet.infer.runtimes import RUNTIMES, create_runtime
 
 
 def build(name: str, backend: str, model: torch.nn.Module, threads: int, size: int):
-    """backend name -> callable on a normalized float32 batch."""
-    if backend == "eager":
-        return model
-    if backend == "fast-nchw":
-        return optimize_for_inference(model, channels_last=False)
-    if backend == "fast":
-        return optimize_for_inference(model)
-    if backend == "fast-cl-plain":  # channels_last without the NHWC CPU kernels
-        return optimize_for_inference(model, cpu_kernels=False)
-    if backend == "fast-jit":
-        return fast_backends.jit_fast(optimize_for_inference(model, channels_last=True))
-    if backend == "fast-jit-nchw":
-        return fast_backends.jit_fast(optimize_for_inference(model, channels_last=False))
-    if backend == "fast-bf16":
-        return optimize_for_inference(model, dtype=torch.bfloat16, channels_last=True)
-    if backend == "onnxruntime":
-        return fast_backends.OrtCSNet(optimize_for_inference(model, channels_last=False), threads=threads)
+    """runtime name (``name:preset`` for a preset) -> callable on a normalized float32 NumPy batch."""
     if backend == "onnxruntime-eager":  # the unfused model exported as it is (ORT folds BN itself)
         return _ort_unfused(model, threads, size)
-    if backend == "compile":
-        return fast_backends.compile_fast(optimize_for_inference(model, cpu_kernels=False))
-    raise SystemExit(f"unknown backend {backend}")
+    runtime, _, preset = backend.partition(":")
+    if runtime not in RUNTIMES:
+        raise SystemExit(f"unknown runtime {backend} (known: {', '.join(RUNTIMES)}, onnxruntime-eager)")
+    return create_runtime(runtime, model, threads=threads, preset=preset or None)
 
 
 def _ort_unfused(model: torch.nn.Module, threads: int, size: int):
@@ -69,33 +55,33 @@ def _ort_unfused(model: torch.nn.Module, threads: int, size: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    return lambda x: torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+    return lambda x: session.run(None, {"image": x})[0]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="csnet_l_x1,csnet_l_x2")
-    parser.add_argument("--backends", default="eager,fast-nchw,fast,fast-jit,onnxruntime,onnxruntime-eager")
+    parser.add_argument("--backends", default="eager,torchscript,onnxruntime,openvino")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of timing rounds in all")
     parser.add_argument("--calls", type=int, default=5, help="timed calls per backend per round")
     parser.add_argument("--quiet", type=float, default=0.8, help="idle share that makes a round 'quiet'")
-    parser.add_argument("--tune-malloc", action="store_true", help="csnet.infer.fast_backends.tune_malloc()")
+    parser.add_argument("--tune-malloc", action="store_true", help="csnet.infer.malloc.tune_malloc()")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.tune_malloc:
-        print("tune_malloc:", fast_backends.tune_malloc())
+        print("tune_malloc:", tune_malloc())
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    x = torch.randn(args.batch, 3, args.size, args.size)
+    x = torch.randn(args.batch, 3, args.size, args.size).numpy()
     runners = {}
     for name in args.models.split(","):
         model = randomize_batch_norm(csnet.create_model(name), torch.Generator().manual_seed(0)).eval()
         with torch.inference_mode():
-            reference = model(x)
+            reference = model(torch.from_numpy(x)).numpy()
         for backend in args.backends.split(","):
             start = time.perf_counter()
             fn = build(name, backend, model, args.threads, args.size)
@@ -103,7 +89,7 @@ def main(argv=None) -> int:
                 out = fn(x)
                 fn(x)
             setup = time.perf_counter() - start
-            diff = float((torch.as_tensor(out).float() - reference).abs().max())
+            diff = float(abs(out - reference).max())
             runners[(name, backend)] = fn
             print(f"built {name} {backend} in {setup:.1f} s, max |diff| {diff:.1e}", flush=True)
     samples = {key: [] for key in runners}  # (ms, quiet)

@@ -1,4 +1,4 @@
-"""Single-op timings behind the NHWC CPU kernels of csnet.infer.fastpath (one thread, min of N calls).
+"""Single-op timings behind the NHWC CPU kernels of csnet.infer.fused (one thread, min of N calls).
 
 Compares, at the shapes CSNet-L-x1 runs at 224 x 224: PReLU (NCHW, NHWC, NHWC tiled view), 2x2 max-pooling
 (max_pool2d NCHW / NHWC, strided torch.maximum), bilinear 2x upsampling of a channel slice vs a contiguous

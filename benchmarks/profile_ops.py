@@ -32,7 +32,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import csnet
 from csnet.io.atomic import atomic_write_text
-from csnet.infer.fastpath import optimize_for_inference, randomize_batch_norm
+from csnet.infer.fused import optimize_for_inference, randomize_batch_norm
 
 _CONV_OPS = {"aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::slow_conv_dilated2d",
              "aten::thnn_conv2d", "aten::_nnpack_spatial_convolution", "aten::_convolution"}
@@ -107,10 +107,11 @@ def per_node(core: torch.fx.GraphModule, x: torch.Tensor, iters: int) -> tuple[d
 def openvino_layers(model: torch.nn.Module, x: torch.Tensor, threads: int, iters: int
                     ) -> tuple[dict[tuple[str, str], list[float]], float]:
     """OpenVINO's per-layer wall ms per forward, keyed by (layer kind, kernel): [ms, layers], and the summed total."""
-    from csnet.infer.fast_backends import OpenVinoCSNet, openvino_fast_path
+    from csnet.infer.runtimes import create_runtime
 
-    runner = OpenVinoCSNet(openvino_fast_path(model), threads=threads)
+    runner = create_runtime("openvino", model, threads=threads)
     runner.config["PERF_COUNT"] = True
+    x = x.numpy()
     runner(x)  # compiles for this shape
     (shape,) = runner.compiled_shapes
     request = runner.request(shape)

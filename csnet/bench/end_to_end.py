@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
 
 __all__ = ["EndToEndResult", "run_end_to_end", "list_images", "STAGES"]
 
@@ -79,11 +77,9 @@ def _resize_normalize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return preprocess_image(image, size)
 
 
-def _run_model(model: Callable[[Tensor], Tensor], inputs: Sequence[np.ndarray]) -> np.ndarray:
-    """One batch through ``model``; NumPy around it, as in ``csnet predict`` (a torch op between calls would wake
-    torch's OpenMP threads, which spin on the cores a runtime like OpenVINO needs)."""
-    with torch.inference_mode():
-        return model(torch.from_numpy(np.stack(inputs))).float().numpy()
+def _run_model(model: Callable[[np.ndarray], np.ndarray], inputs: Sequence[np.ndarray]) -> np.ndarray:
+    """One batch through the runtime, as in ``csnet predict``."""
+    return model(np.stack(inputs))
 
 
 def _postprocess(logits: np.ndarray, original: tuple[int, int]) -> np.ndarray:
@@ -107,7 +103,7 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start:start + size]
 
 
-def _sequential(files: Sequence[Path], model: Callable[[Tensor], Tensor], size: tuple[int, int], batch_size: int,
+def _sequential(files: Sequence[Path], model: Callable[[np.ndarray], np.ndarray], size: tuple[int, int], batch_size: int,
                 out_dir: Optional[Path]) -> EndToEndResult:
     stages: dict[str, float] = defaultdict(float)
     start_all = time.perf_counter()
@@ -136,7 +132,7 @@ def _sequential(files: Sequence[Path], model: Callable[[Tensor], Tensor], size: 
                           {k: stages[k] for k in STAGES}, batch_size, 0)
 
 
-def _parallel(files: Sequence[Path], model: Callable[[Tensor], Tensor], size: tuple[int, int], batch_size: int,
+def _parallel(files: Sequence[Path], model: Callable[[np.ndarray], np.ndarray], size: tuple[int, int], batch_size: int,
               workers: int, out_dir: Optional[Path]) -> EndToEndResult:
     """``csnet predict``'s own pipeline (:func:`csnet.infer.pipeline.run_pipeline`) with every stage timed."""
     from csnet.infer.pipeline import run_pipeline
@@ -177,16 +173,16 @@ def _parallel(files: Sequence[Path], model: Callable[[Tensor], Tensor], size: tu
                           {k: stages[k] for k in STAGES}, batch_size, workers)
 
 
-def run_end_to_end(files: Sequence[Path], model: Callable[[Tensor], Tensor], size: tuple[int, int] = (224, 224),
+def run_end_to_end(files: Sequence[Path], model: Callable[[np.ndarray], np.ndarray], size: tuple[int, int] = (224, 224),
                    batch_size: int = 1, workers: int = 2, out_dir: Optional[os.PathLike | str] = None,
                    modes: Sequence[str] = ("sequential", "parallel"), warmup: int = 2) -> list[EndToEndResult]:
-    """Run the pipeline over ``files`` with ``model`` (normalized NCHW float -> logits) in each of ``modes``."""
+    """Run the pipeline over ``files`` with ``model`` (a runtime of :mod:`csnet.infer.runtimes`: normalized
+    ``B x 3 x H x W`` float32 -> logits, NumPy) in each of ``modes``."""
     out = Path(out_dir) if out_dir else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(torch.zeros(batch_size, 3, *size))
+    for _ in range(warmup):
+        model(np.zeros((batch_size, 3, *size), dtype=np.float32))
     results = []
     for mode in modes:
         if mode == "sequential":

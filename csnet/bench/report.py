@@ -11,19 +11,19 @@ def _num(value: Optional[float], fmt: str) -> str:
 
 
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
-    """One line per (backend, batch size): latency min/median/max, throughput, GFLOP/s, peak memory, check."""
-    header = (f"{'backend':<12} {'batch':>5} {'min ms':>9} {'median ms':>10} {'max ms':>9} {'img/s':>9} "
+    """One line per (runtime, batch size): latency min/median/max, throughput, GFLOP/s, peak memory, check."""
+    header = (f"{'runtime':<12} {'batch':>5} {'min ms':>9} {'median ms':>10} {'max ms':>9} {'img/s':>9} "
               f"{'GFLOP/s':>8} {'peak MB':>8} {'max|diff|':>9}  notes")
     lines = [header, "-" * len(header)]
     for row in rows:
         if row.get("median_ms") is None:
-            lines.append(f"{row['backend']:<12} {'-':>5}  {row.get('notes', '')}")
+            lines.append(f"{row['runtime']:<12} {'-':>5}  {row.get('notes', '')}")
             continue
         notes = row.get("notes") or ""
         if row.get("first_call_s") and row["first_call_s"] > 5:
             notes = (notes + f"; first call {row['first_call_s']:.0f} s").lstrip("; ")
         lines.append(
-            f"{row['backend']:<12} {row['batch_size']:>5} {row['min_ms']:>9.2f} {row['median_ms']:>10.2f} "
+            f"{row['runtime']:<12} {row['batch_size']:>5} {row['min_ms']:>9.2f} {row['median_ms']:>10.2f} "
             f"{row['max_ms']:>9.2f} {row['images_per_s']:>9.1f} {row['gflops_per_s']:>8.2f} "
             f"{_num(row.get('peak_mem_mb'), '.0f'):>8} {_num(row.get('max_abs_diff'), '.1e'):>9}  {notes}"
         )

@@ -1,159 +1,74 @@
-"""One runner per backend: build it once, make a batch of input, run it; all share one small interface.
+"""A runner is a runtime of :mod:`csnet.infer.runtimes`, built by :func:`~csnet.infer.runtimes.create_runtime` as
+``csnet predict`` builds it, plus the input its call takes, so a benchmark times exactly what predict runs.
 
-A runner's ``make_input(batch, height, width)`` returns what its ``run`` takes:
-
-* on the CPU (default): a normalized ``B x 3 x H x W`` float32 tensor, so only the network is timed (the
-  released implementation's figures are measured that way); with ``include_preprocess`` a ``B x H x W x 3``
-  uint8 tensor that ``run`` converts and normalizes inside the timed call;
-* on CUDA: always a ``B x H x W x 3`` uint8 tensor *on the device*; conversion and normalization run inside
-  the timed call (and inside the CUDA graph for ``cuda-graph``).
+``make_input(batch, height, width)`` returns a normalized ``B x 3 x H x W`` float32 NumPy array made beforehand
+(only the network is timed: the released implementation's figures are measured that way), or with
+``include_preprocess`` a ``B x H x W x 3`` uint8 array that :meth:`Runner.call` normalizes in NumPy inside the
+timed call.
 """
 from __future__ import annotations
 
-import copy
-import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Optional
 
-import torch
-from torch import Tensor
+import numpy as np
+from torch import nn
 
-from csnet.infer.fast_backends import CudaGraphCSNet, normalize_uint8
+from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
+from csnet.infer.runtimes import Runtime, create_runtime
 
-__all__ = ["BACKENDS", "Runner", "build_runner", "BackendUnavailable"]
-
-logger = logging.getLogger(__name__)
-
-BACKENDS = ("eager", "fast", "fast-jit", "compile", "onnxruntime", "openvino", "cuda-graph")
-"""``eager``: the model as defined; ``fast``: :func:`csnet.infer.fastpath.optimize_for_inference`;
-``fast-jit``: its core traced and frozen; ``compile``: its core through ``torch.compile``; ``onnxruntime``: its core
-exported to ONNX (CPU, float32); ``openvino``: the OpenVINO variant of the core (links unmerged) compiled by
-OpenVINO's CPU plugin (float32 or bfloat16); ``cuda-graph``: ``fast`` plus input conversion captured in CUDA graphs."""
+__all__ = ["Runner", "build_runner", "normalize_uint8"]
 
 
-class BackendUnavailable(RuntimeError):
-    """The backend cannot run here (missing package, no CUDA, unsupported dtype); the message says why."""
+def normalize_uint8(images: np.ndarray) -> np.ndarray:
+    """``B x H x W x 3`` uint8 RGB -> ``B x 3 x H x W`` ImageNet-normalized float32 (contiguous)."""
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected B x H x W x 3 uint8 images, got {images.shape} {images.dtype}")
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32) * 255.0
+    inv_std = 1.0 / (np.asarray(IMAGENET_STD, dtype=np.float32) * 255.0)
+    return np.ascontiguousarray(((images.astype(np.float32) - mean) * inv_std).transpose(0, 3, 1, 2))
 
 
 @dataclass
 class Runner:
-    """A built backend. ``setup_s`` is build time (export, trace); compile time shows in ``first_call_s``."""
+    """A built runtime. ``setup_s`` is build time (export, trace); compile time shows in ``first_call_s``."""
 
-    backend: str
-    device: torch.device
-    dtype: torch.dtype
-    channels_last: bool
-    include_preprocess: bool
-    call: Callable[[Any], Tensor]
+    runtime: Runtime
+    include_preprocess: bool = False
     setup_s: float = 0.0
     first_call_s: dict[tuple[int, ...], float] = field(default_factory=dict)
-    notes: str = ""
 
-    def make_input(self, batch: int, height: int, width: int, seed: int = 0) -> Any:
-        generator = torch.Generator().manual_seed(seed)
-        images = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, generator=generator)
-        if self.include_preprocess:
-            return images.to(self.device)
-        x = normalize_uint8(images)
-        return x.to(self.device, self.dtype)
+    @property
+    def name(self) -> str:
+        return self.runtime.name
 
-    def run(self, inputs: Any) -> Tensor:
+    def make_input(self, batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+        images = np.random.default_rng(seed).integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+        return images if self.include_preprocess else normalize_uint8(images)
+
+    def call(self, inputs: np.ndarray) -> np.ndarray:
+        return self.runtime(normalize_uint8(inputs) if self.include_preprocess else inputs)
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        """:meth:`call`, timing the first call of each input shape (where compilers compile)."""
         key = tuple(inputs.shape)
         if key in self.first_call_s:
             return self.call(inputs)
         start = time.perf_counter()
         out = self.call(inputs)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
         self.first_call_s[key] = time.perf_counter() - start
         return out
 
 
-def _with_preprocess(fn: Callable[[Tensor], Tensor], dtype: torch.dtype, channels_last: bool
-                     ) -> Callable[[Tensor], Tensor]:
-    def call(images: Tensor) -> Tensor:
-        return fn(normalize_uint8(images, dtype, channels_last))
+def build_runner(name: str, model: nn.Module, *, device: str = "cpu", preset: Optional[str] = None,
+                 threads: Optional[int] = None, include_preprocess: bool = False) -> Runner:
+    """The runtime ``name`` for ``model`` (built in memory, no cache: ``setup_s`` is the full build).
 
-    return call
-
-
-def build_runner(backend: str, model: torch.nn.Module, device: torch.device, dtype: torch.dtype,
-                 channels_last: Optional[bool] = None, threads: int = 2, include_preprocess: bool = False,
-                 compile_mode: Optional[str] = None) -> Runner:
-    """Build ``backend`` for ``model`` (a :class:`~csnet.models.CSNet`, eval mode) on ``device`` in ``dtype``.
-
-    Raises :class:`BackendUnavailable` when the combination cannot run here.
+    Raises:
+        csnet.infer.runtimes.RuntimeUnavailable: it cannot run here.
+        csnet.infer.runtimes.RuntimeChoiceError: an unknown runtime or preset.
     """
-    from csnet.infer import fast_backends
-    from csnet.infer.fastpath import optimize_for_inference
-
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise BackendUnavailable("CUDA is not available")
-    if backend not in BACKENDS:
-        raise BackendUnavailable(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
-    if channels_last is None:  # fused paths: NHWC; the eager model as defined on the CPU, NHWC on CUDA
-        channels_last = cuda or backend not in ("eager", "onnxruntime", "openvino")
-    include_preprocess = include_preprocess or cuda
     start = time.perf_counter()
-    notes = ""
-    model = copy.deepcopy(model).eval()  # never change the caller's model (device, dtype, format)
-    if backend == "eager":
-        module = model.to(device=device, dtype=dtype)
-        if channels_last:
-            module = module.to(memory_format=torch.channels_last)
-        call = module
-    elif backend == "cuda-graph":
-        if not cuda:
-            raise BackendUnavailable("cuda-graph needs --device cuda")
-        fast = optimize_for_inference(model, dtype=dtype, channels_last=channels_last, device=device)
-        graphs = CudaGraphCSNet(fast, dtype, channels_last)
-        runner = Runner(backend, device, dtype, channels_last, True, graphs, notes="uint8 -> logits in one graph")
-        runner.setup_s = time.perf_counter() - start
-        return runner
-    elif backend == "onnxruntime":
-        if dtype != torch.float32:
-            raise BackendUnavailable("the onnxruntime backend runs float32 only")
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise BackendUnavailable("onnxruntime is not installed (pip install 'csnet[onnx]')") from None
-        providers = ["CUDAExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-        if cuda and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-            raise BackendUnavailable("this onnxruntime has no CUDAExecutionProvider")
-        fast = optimize_for_inference(model.cpu(), dtype=torch.float32, channels_last=False, device="cpu")
-        ort_model = fast_backends.OrtCSNet(fast, threads=threads, providers=providers)
-        call = ort_model
-        channels_last = False
-        notes = "ONNX Runtime " + onnxruntime.__version__
-    elif backend == "openvino":
-        if cuda:
-            raise BackendUnavailable("the openvino backend runs on the CPU")
-        if dtype not in fast_backends.OPENVINO_PRECISIONS:
-            raise BackendUnavailable("the openvino backend runs float32 or bfloat16")
-        try:
-            import openvino
-        except ImportError:
-            raise BackendUnavailable("openvino is not installed (pip install 'csnet[openvino]')") from None
-        call = fast_backends.OpenVinoCSNet(fast_backends.openvino_fast_path(model), threads=threads, precision=dtype)
-        channels_last = False
-        notes = f"OpenVINO {openvino.__version__.split('-')[0]}, {fast_backends.OPENVINO_PRECISIONS[dtype]}"
-    else:
-        fast = optimize_for_inference(model, dtype=dtype, channels_last=channels_last, device=device,
-                                      cpu_kernels=False if backend == "compile" else None)
-        if backend == "fast":
-            call = fast
-        elif backend == "fast-jit":
-            call = fast_backends.jit_fast(fast)
-        else:  # compile
-            call = fast_backends.compile_fast(fast, mode=compile_mode)
-            notes = f"torch.compile(mode={compile_mode!r}); compile time is first_call_s"
-    runner = Runner(backend, device, dtype, channels_last, include_preprocess, call, notes=notes)
-    if include_preprocess and backend == "openvino":  # NumPy: a torch op would slow OpenVINO's threads
-        runner.call = lambda images: call(torch.from_numpy(fast_backends.normalize_uint8_numpy(images.numpy())))
-    elif include_preprocess:
-        runner.call = _with_preprocess(call, dtype, channels_last)
-    runner.setup_s = time.perf_counter() - start
-    return runner
+    runtime = create_runtime(name, model, device=device, threads=threads, preset=preset)
+    return Runner(runtime, include_preprocess, setup_s=time.perf_counter() - start)

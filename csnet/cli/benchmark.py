@@ -1,24 +1,25 @@
-"""``csnet benchmark``: inference speed of a model, several backends side by side; or end to end over a folder.
+"""``csnet benchmark``: inference speed of a model, several runtimes side by side; or end to end over a folder.
 
-    csnet benchmark --model csnet_l_x1 --backend eager,fast,onnxruntime --threads 2 --repeat 200
-    csnet benchmark --device cuda --batch-sizes 1,10,100,256 --dtype float16 --backend eager,fast,cuda-graph
-    csnet benchmark --end-to-end ../shared/data/PASCAL-S/images --backend onnxruntime --workers 2
+    csnet benchmark --runtime eager,torchscript,onnxruntime,openvino --threads 2 --repeat 200
+    csnet benchmark --device cuda --batch-sizes 1,10,100,256 --preset float16 --runtime eager,torchscript,cuda-graph
+    csnet benchmark --end-to-end ../shared/data/PASCAL-S/images --runtime onnxruntime --workers 2
 
-On the CPU the network alone is timed (a normalized float input made beforehand) unless
-``--include-preprocess``; on CUDA the input is always a uint8 NHWC batch on the device, converted and
-normalized inside the timed region (CUDA events). Figures on a shared machine are noisy: the load average
-is printed and stored with every row; compare min and median.
+Each runtime is the one ``csnet predict --runtime X`` builds (:mod:`csnet.infer.runtimes`), timed on the very
+call predict makes: a normalized float32 NumPy batch made beforehand, so the network alone is timed, unless
+``--include-preprocess`` (uint8 in, normalized in NumPy inside the timed call). Figures on a shared machine are
+noisy: the load average is printed and stored with every row; compare min and median.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from csnet.cli.main import CLIError
 
-_DEFAULT_BACKENDS = {"cpu": "eager,fast,fast-jit,onnxruntime,openvino", "cuda": "eager,fast,cuda-graph"}
+_DEFAULT_RUNTIMES = {"cpu": "eager,torchscript,onnxruntime,openvino", "cuda": "eager,torchscript,cuda-graph"}
 _DEFAULT_BATCHES = {"cpu": "1", "cuda": "1,10,100,256"}
 
 
@@ -34,38 +35,36 @@ def _int_list(text: str) -> list[int]:
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
-                        help="registered model name or a .safetensors model file (default csnet_l_x1, or "
+                        help="registered model name or a .safetensors model file (default: the bundled model, or "
                              "csnet_l_x2 with --train; "
                              "a registered name without bundled weights runs random weights with trained-like "
                              "BN statistics: same timings as trained weights, checked with denormals flushed)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--backend", default=None,
-                        help="comma-separated: eager, fast, fast-jit, compile, onnxruntime, openvino, cuda-graph "
-                             "(default cpu: eager,fast,fast-jit,onnxruntime,openvino; cuda: eager,fast,cuda-graph)")
+    parser.add_argument("--runtime", default=None,
+                        help="comma-separated: eager, torchscript, compile, onnxruntime, openvino, cuda-graph "
+                             f"(default cpu: {_DEFAULT_RUNTIMES['cpu']}; cuda: {_DEFAULT_RUNTIMES['cuda']})")
+    parser.add_argument("--backend", default=None, help=argparse.SUPPRESS)  # the deprecated name of --runtime
+    parser.add_argument("--preset", "--dtype", dest="preset", default=None,
+                        help="every runtime's preset (default: each one's own, float32); the PyTorch runtimes "
+                             "have float32, float16, bfloat16; openvino float32, bfloat16; compile also "
+                             "max-autotune; onnxruntime float32, no-spin")
     parser.add_argument("--batch-sizes", type=_int_list, default=None,
                         help="comma-separated batch sizes (default cpu: 1; cuda: 1,10,100,256)")
     parser.add_argument("--size", type=int, nargs="+", default=[224], metavar="N",
                         help="input size: N for N x N, or H W (default 224)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch and ONNX Runtime (default: 2, or the core count if lower)")
-    format_group = parser.add_mutually_exclusive_group()
-    format_group.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
-                              help="NHWC activations (default: on, except eager on the CPU; onnxruntime and openvino are NCHW)")
-    format_group.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     parser.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
     parser.add_argument("--repeat", type=int, default=100, help="timed calls per batch size (default 100)")
     parser.add_argument("--max-seconds", type=float, default=30.0,
                         help="stop timing a batch size after this long, keeping >= 5 calls (default 30)")
     parser.add_argument("--include-preprocess", action="store_true",
-                        help="CPU: time uint8 NHWC -> normalized conversion too (always on for CUDA)")
-    parser.add_argument("--compile-mode", default=None,
-                        help="torch.compile mode for --backend compile (default: inductor default)")
+                        help="time the uint8 NHWC -> normalized conversion (NumPy) too")
     parser.add_argument("--tune-malloc", action="store_true",
-                        help="keep freed activations in the heap (glibc mallopt; process-wide, see "
-                             "csnet.infer.fast_backends.tune_malloc)")
+                        help="keep freed activations in the heap (glibc mallopt; process-wide, as csnet predict "
+                             "does: csnet.infer.malloc.tune_malloc)")
     parser.add_argument("--no-check", dest="check", action="store_false",
-                        help="skip comparing every backend's logits with the eager model")
+                        help="skip comparing every runtime's logits with the eager model")
     parser.add_argument("--json", type=Path, default=None, metavar="F", help="write the rows as a JSON list")
     tr = parser.add_argument_group("training step (forward + loss + backward + Adam, as csnet train runs it)")
     tr.add_argument("--train", action="store_true",
@@ -77,7 +76,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--steps", type=int, default=10, help="timed training steps per mode (default 10)")
     e2e = parser.add_argument_group("end to end (decode -> resize -> model -> encode over a folder)")
     e2e.add_argument("--end-to-end", type=Path, default=None, metavar="DIR",
-                     help="measure images/s over the images in DIR with the first --backend, plus a per-stage "
+                     help="measure images/s over the images in DIR with the first --runtime, plus a per-stage "
                           "profile, sequentially and with decode/encode in threads")
     e2e.add_argument("--limit", type=int, default=None, help="use only the first N images of DIR")
     e2e.add_argument("--workers", type=int, default=2, help="decode/encode threads in parallel mode (default 2)")
@@ -92,26 +91,45 @@ def _size(values: list[int]) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def _runtimes(args: argparse.Namespace, device: str) -> list[str]:
+    """The runtimes asked for, old names (``--backend fast``) mapped with a one-line note, duplicates dropped."""
+    from csnet.infer.runtimes import DEPRECATED_NAMES, RUNTIMES
+
+    text, notes = args.runtime, []
+    if text is None and args.backend is not None:
+        notes.append("--backend is deprecated; use --runtime")
+        text = args.backend
+    names: list[str] = []
+    for name in (n.strip().lower() for n in (text or _DEFAULT_RUNTIMES[device]).split(",")):
+        if name in DEPRECATED_NAMES:
+            notes.append(f"{name!r} is now {DEPRECATED_NAMES[name]!r}")
+            name = DEPRECATED_NAMES[name]
+        if name and name not in names:
+            names.append(name)
+    if notes:
+        print(f"csnet benchmark: note: {'; '.join(notes)}", file=sys.stderr)
+    unknown = [n for n in names if n not in RUNTIMES]
+    if unknown:
+        raise CLIError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}")
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from csnet.bench import BACKENDS
     from csnet.cli.info import resolve_model
-    from csnet.infer.fastpath import randomize_batch_norm
-    from csnet.models import is_model
+    from csnet.infer.fused import randomize_batch_norm
+    from csnet.models import DEFAULT_MODEL, is_model
     from csnet.models.weights import PRETRAINED
 
     if args.train:
         return _train(args)
     if args.model is None:
-        args.model = "csnet_l_x1"
+        args.model = DEFAULT_MODEL
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise CLIError("--device cuda: CUDA is not available here")
-    backends = [b.strip() for b in (args.backend or _DEFAULT_BACKENDS[device]).split(",") if b.strip()]
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown:
-        raise CLIError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+    runtimes = _runtimes(args, device)
     batches = args.batch_sizes or _int_list(_DEFAULT_BATCHES[device])
     height, width = _size(args.size)
     threads = args.threads if args.threads is not None else min(2, os.cpu_count() or 1)
@@ -122,41 +140,40 @@ def run(args: argparse.Namespace) -> int:
     model = resolve_model(args.model).eval()
     if is_model(args.model) and not Path(args.model).is_file() and args.model not in PRETRAINED:
         # Random weights: give BN and PReLU trained-like statistics so activations and logits are O(1) (a
-        # fresh init's logits are ~1e-9 and the fast paths' differences would be read against nothing).
+        # fresh init's logits are ~1e-9 and the runtimes' differences would be read against nothing).
         randomize_batch_norm(model, torch.Generator().manual_seed(0))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run(args, model, device, backends, batches, height, width, threads)
+        return _run(args, model, device, runtimes, batches, height, width, threads)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _run(args: argparse.Namespace, model, device: str, backends: list[str], batches: list[int], height: int,
+def _run(args: argparse.Namespace, model, device: str, runtimes: list[str], batches: list[int], height: int,
          width: int, threads: int) -> int:
     from csnet.bench import BenchConfig, benchmark_model, environment, load_average
     from csnet.bench.report import format_end_to_end, format_rows
 
     env = environment()
     if args.tune_malloc:
-        from csnet.infer.fast_backends import tune_malloc
+        from csnet.infer.malloc import tune_malloc
 
         env["tune_malloc"] = tune_malloc()
     print(f"csnet benchmark: {args.model} on {device} ({env['gpu'] if device == 'cuda' else env['processor']}), "
-          f"{args.dtype}, {height}x{width}, {threads} threads, torch {env['torch']}, "
+          f"preset {args.preset or 'default'}, {height}x{width}, {threads} threads, torch {env['torch']}, "
           f"onnxruntime {env['onnxruntime'] or 'not installed'}, openvino {env['openvino'] or 'not installed'}, "
           f"load average {load_average()}")
 
     if args.end_to_end is not None:
-        rows = _end_to_end(args, model, backends[0], device, threads, (height, width), batches[0])
+        rows = _end_to_end(args, model, runtimes[0], device, threads, (height, width), batches[0])
         print(format_end_to_end(rows))
     else:
-        config = BenchConfig(device=device, dtype=args.dtype, batch_sizes=batches, height=height, width=width,
+        config = BenchConfig(device=device, preset=args.preset, batch_sizes=batches, height=height, width=width,
                              threads=threads, warmup=args.warmup, repeat=args.repeat, max_seconds=args.max_seconds,
-                             include_preprocess=args.include_preprocess, channels_last=args.channels_last,
-                             compile_mode=args.compile_mode, check=args.check)
+                             include_preprocess=args.include_preprocess, check=args.check)
         try:
-            rows = benchmark_model(model, args.model, backends, config)
+            rows = benchmark_model(model, args.model, runtimes, config)
         except ValueError as error:
             raise CLIError(str(error)) from None
         print(format_rows(rows))
@@ -170,13 +187,11 @@ def _run(args: argparse.Namespace, model, device: str, backends: list[str], batc
     return 0
 
 
-def _end_to_end(args: argparse.Namespace, model, backend: str, device: str, threads: int,
+def _end_to_end(args: argparse.Namespace, model, runtime: str, device: str, threads: int,
                 size: tuple[int, int], batch: int) -> list[dict]:
-    import torch
-
-    from csnet.bench import BackendUnavailable, build_runner, load_average
+    from csnet.bench import build_runner, load_average
     from csnet.bench.end_to_end import list_images, run_end_to_end
-    from csnet.infer.fastpath import resolve_dtype
+    from csnet.infer.runtimes import RuntimeChoiceError, RuntimeUnavailable
 
     if device != "cpu":
         raise CLIError("--end-to-end runs on the CPU only for now")
@@ -184,19 +199,17 @@ def _end_to_end(args: argparse.Namespace, model, backend: str, device: str, thre
         files = list_images(args.end_to_end, args.limit)
     except FileNotFoundError as error:
         raise CLIError(str(error)) from None
-    dtype = resolve_dtype(args.dtype)
     try:
-        runner = build_runner(backend, model, torch.device(device), dtype, channels_last=args.channels_last,
-                              threads=threads)
-    except BackendUnavailable as error:
-        raise CLIError(f"{backend}: {error}") from None
+        runner = build_runner(runtime, model, device=device, preset=args.preset, threads=threads)
+    except (RuntimeUnavailable, RuntimeChoiceError) as error:
+        raise CLIError(f"{runtime}: {error}") from None
     load_before = load_average()
     results = run_end_to_end(files, runner.call, size=size, batch_size=batch, workers=args.workers,
                              out_dir=args.out)
     rows = []
     for result in results:
         row = result.to_dict()
-        row.update({"model": args.model, "backend": backend, "device": device, "dtype": args.dtype,
+        row.update({"model": args.model, "runtime": runtime, "preset": runner.runtime.preset_name, "device": device,
                     "threads": threads, "height": size[0], "width": size[1], "folder": str(args.end_to_end),
                     "median_ms": 1e3 * result.seconds / max(result.images, 1), "load_before": load_before,
                     "load_after": load_average()})

@@ -32,17 +32,16 @@ _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 # Options shared with `csnet demo` and `csnet serve`.
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, batch: bool = True) -> None:
-    """``--model --device --backend --size`` (and ``--batch-size``): how a Predictor is built."""
+    """``--model --device --runtime --size`` (and ``--batch-size``): how a Predictor is built."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", default=None, metavar="NAME|FILE",
                        help="a .safetensors model file, an .onnx export, or a name with bundled weights "
                             "(default: the bundled model)")
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
-    group.add_argument("--backend", default="auto", choices=["auto", "openvino", "fast", "torch", "onnxruntime"],
-                       help="inference runtime (auto: on CPU OpenVINO if installed, else the fused fast path; "
-                            "PyTorch on CUDA; ONNX Runtime for .onnx models)")
-    group.add_argument("--size", type=int, default=224, metavar="S",
-                       help="inference resolution: images are resized to S x S and the mask back (default 224)")
+    add_runtime_argument(group)
+    group.add_argument("--size", type=int, default=None, metavar="S",
+                       help="inference resolution: images are resized to S x S and the mask back (default: the "
+                            "size the weights were trained at, 224)")
     group.add_argument("--threads", type=int, default=None, metavar="N",
                        help="CPU threads for inference (default: the runtime's, one per core; on busy shared "
                             "cores 1 can be faster)")
@@ -50,13 +49,37 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, batch: bool = True) 
         group.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass (default 8)")
 
 
+def add_runtime_argument(parser) -> None:
+    """``--runtime NAME`` (and the deprecated ``--backend``), for every command that runs a model."""
+    from csnet.infer.runtimes import AUTO_ORDER, DEPRECATED_NAMES, RUNTIMES
+
+    names = ["auto", *RUNTIMES]
+    parser.add_argument("--runtime", default=None, choices=names, metavar="NAME",
+                        help=f"inference runtime: {', '.join(names)} (auto: on the CPU the first installed of "
+                             f"{', '.join(AUTO_ORDER['cpu'])}; {', '.join(AUTO_ORDER['cuda'])} on CUDA; "
+                             "onnxruntime for .onnx models)")
+    parser.add_argument("--backend", default=None, choices=[*names, *DEPRECATED_NAMES], help=argparse.SUPPRESS)
+
+
+def runtime_choice(args: argparse.Namespace, command: str = "csnet") -> str:
+    """The runtime named by ``--runtime``, or by the deprecated ``--backend`` (noted on stderr, one line)."""
+    from csnet.infer.runtimes import DEPRECATED_NAMES
+
+    backend = getattr(args, "backend", None)
+    if backend is not None and args.runtime is None:
+        name = DEPRECATED_NAMES.get(backend, backend)
+        print(f"{command}: note: --backend is deprecated; use --runtime {name}", file=sys.stderr)
+        return name
+    return args.runtime or "auto"
+
+
 def make_predictor(args: argparse.Namespace, model: Any = "__args__"):
     """A Predictor from the options of :func:`add_model_arguments`; user errors become CLIError."""
-    from csnet.infer.backends import BackendError
     from csnet.infer.predictor import Predictor
+    from csnet.infer.runtimes import RuntimeChoiceError, RuntimeUnavailable
     from csnet.models import ModelFileError
 
-    if args.size < 1:
+    if args.size is not None and args.size < 1:
         raise CLIError(f"--size must be positive, got {args.size}")
     batch_size = getattr(args, "batch_size", 8)
     if batch_size < 1:
@@ -64,16 +87,16 @@ def make_predictor(args: argparse.Namespace, model: Any = "__args__"):
     threads = getattr(args, "threads", None)
     if threads is not None and threads < 1:
         raise CLIError(f"--threads must be positive, got {threads}")
-    _set_cpu_threads(threads)  # before the backend is built: OpenVINO fixes its thread count when it compiles
+    _set_cpu_threads(threads)  # before the runtime is built: OpenVINO fixes its thread count when it compiles
     try:
         predictor = Predictor(args.model if model == "__args__" else model, device=args.device, size=args.size,
-                              backend=args.backend, batch_size=batch_size, threads=threads)
-    except (ModelFileError, BackendError, ImportError) as error:
+                              runtime=runtime_choice(args), batch_size=batch_size, threads=threads)
+    except (ModelFileError, RuntimeUnavailable, RuntimeChoiceError, ImportError) as error:
         raise CLIError(str(error)) from None
-    if predictor.device == "cpu" and predictor.backend_name in ("openvino", "fast", "torch"):
-        from csnet.infer.fast_backends import tune_malloc
+    if predictor.device == "cpu" and predictor.runtime_name in ("openvino", "torchscript", "eager"):
+        from csnet.infer.malloc import tune_malloc
 
-        tune_malloc()  # glibc keeps freed activations for the next forward (run G: 19.4 instead of 31.1 ms)
+        tune_malloc()  # glibc keeps freed activations for the next forward (benchmarks/RESULTS.md)
     return predictor
 
 
@@ -81,8 +104,8 @@ def _set_cpu_threads(threads: Optional[int]) -> None:
     """The process's CPU thread count, a setting the library leaves alone but the CLI owns (benchmarks/RESULTS.md).
 
     ``--threads`` when given; otherwise one thread when the machine is already busy (1-minute load average at
-    least the core count): threads wait at every op for the one that lost its core (run H: csnet_l_x1 57 ms
-    median with 2 threads beside a training job, 26 ms with 1). The torch and OpenVINO backends take torch's count.
+    least the core count): threads wait at every op for the one that lost its core, so one thread is faster there
+    (benchmarks/RESULTS.md, run H). The PyTorch and OpenVINO runtimes take torch's count.
     """
     import torch
 
@@ -376,7 +399,7 @@ def run_images(predictor, jobs: list[Job], *, mode: str, threshold: Optional[flo
                report: Report, stdin_bytes: Optional[bytes] = None,
                write: Callable[[Job, Any], None] | None = None, refine: Optional[str] = None,
                blur: Optional[float] = None) -> None:
-    """Decode in threads -> batch -> one backend call per batch -> postprocess and write in threads
+    """Decode in threads -> batch -> one runtime call per batch -> postprocess and write in threads
     (:func:`csnet.infer.pipeline.run_pipeline`: bounded memory; a bad file is reported and skipped)."""
     from csnet.infer.pipeline import run_pipeline
     from csnet.io.images import load_image

@@ -1,10 +1,12 @@
 """The user cache: what csnet can rebuild but should not rebuild on every start (ONNX exports, compiled models).
 
-Everything in it is keyed by :func:`model_key`, so a changed model, config or library version never meets a
-stale entry, and it can be deleted at any time.
+Every entry is named by :func:`cache_key`: the model's bytes (weights and config), csnet's and torch's versions,
+the code that builds the entry (the fused network and the exporter, hashed, so an edited exporter never meets
+its old output) and what the caller adds (the runtime's preset). The cache can be deleted at any time.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -13,7 +15,7 @@ from typing import Callable, Union
 
 from torch import nn
 
-__all__ = ["default_cache_dir", "model_key", "cached_file"]
+__all__ = ["default_cache_dir", "cache_key", "cached_file"]
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +28,28 @@ def default_cache_dir() -> Path:
     return Path(base) / "csnet"
 
 
-def model_key(model: nn.Module, *parts: str) -> str:
-    """A hex digest of the model's config and weights, the torch version and ``parts`` (what was built from it)."""
-    import torch
+@functools.lru_cache(maxsize=None)
+def _builder_digest() -> str:
+    """sha256 of the source of the modules that turn a model into a cached export."""
+    import csnet.infer.fused
+    import csnet.infer.onnx_export
 
     digest = hashlib.sha256()
+    for module in (csnet.infer.fused, csnet.infer.onnx_export):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def cache_key(model: nn.Module, *parts: str) -> str:
+    """A hex digest naming what is built from ``model`` with ``parts`` (e.g. the runtime's name and preset)."""
+    import torch
+
+    import csnet
+
+    digest = hashlib.sha256()
+    header = [f"csnet={csnet.__version__}", f"torch={torch.__version__}", f"builder={_builder_digest()}", *parts]
+    digest.update(";".join(header).encode())
     config = getattr(model, "config", None)
-    digest.update(f"torch={torch.__version__};{';'.join(parts)};".encode())
     digest.update(config.to_json().encode() if config is not None else type(model).__name__.encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())

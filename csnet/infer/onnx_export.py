@@ -1,13 +1,18 @@
-"""Export a CSNet to ONNX with a dynamic batch size, height and width.
+"""The one ONNX exporter: the fused CSNet (:mod:`csnet.infer.fused`) as an ONNX graph.
 
-The graph takes what the PyTorch model takes, ImageNet-normalized ``image`` (``B x 3 x H x W``
-float32, any ``H, W``), and returns ``logits`` (``B x 1 x H x W``). CSNet needs ``H, W`` to be a
-multiple of 16 (:attr:`ChannelConfig.pad_multiple`); the model pads inside ``forward`` with a
-Python ``if`` that tracing would freeze at the example's size, so the exported graph pads
-unconditionally instead (a zero-width pad is a no-op), computing the pad from the input's shape.
+``csnet export``, the ``onnxruntime`` runtime and the ``openvino`` runtime all export through
+:func:`export_onnx_bytes`, so what a user's ``.onnx`` file runs is what ``csnet benchmark --runtime
+onnxruntime`` measures. Two forms, named by the fused variant they start from:
 
-The TorchScript-based exporter (``dynamo=False``) is used: it keeps the shape arithmetic of the
-gOctConv resizes symbolic and needs no extra packages.
+* ``"onnx"`` (``csnet export``, ONNX Runtime): self-contained. It takes what the PyTorch model takes,
+  ImageNet-normalized ``image`` (``B x 3 x H x W`` float32, any ``H, W``), and returns ``logits``
+  (``B x 1 x H x W``). The fused core needs ``H, W`` to be a multiple of 16; the graph pads unconditionally
+  (a zero-width pad is a no-op), computing the pad from the input's shape, and crops back.
+* ``"openvino"``: the core alone (padded input, logits at the head's stride). The runtime pads and upsamples in
+  NumPy around it and compiles one static shape per size, which OpenVINO plans better than dynamic ones.
+
+The TorchScript-based exporter (``dynamo=False``) is used: it keeps the shape arithmetic symbolic and needs no
+extra packages.
 """
 from __future__ import annotations
 
@@ -24,26 +29,26 @@ from torch import Tensor, nn
 
 from csnet.io.atomic import atomic_path
 
-__all__ = ["DEFAULT_OPSET", "PaddedForExport", "export_onnx", "export_onnx_bytes", "check_onnx"]
+__all__ = ["DEFAULT_OPSET", "EXPORT_VARIANTS", "PaddedCore", "export_onnx", "export_onnx_bytes", "check_onnx"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
+EXPORT_VARIANTS = ("onnx", "openvino")
 
 
-class PaddedForExport(nn.Module):
-    """Wraps a CSNet so that padding to the model's multiple is part of the traced graph.
+class PaddedCore(nn.Module):
+    """The fused core with padding to its multiple and the crop back inside the traced graph.
 
-    ``forward(x)``: ``B x 3 x H x W`` -> ``B x 1 x H x W`` logits, identical to ``model(x)``.
+    ``forward(x)``: ``B x 3 x H x W`` -> ``B x 1 x H x W`` logits, identical to the fused network's.
     """
 
-    def __init__(self, model: nn.Module, multiple: int | None = None) -> None:
+    def __init__(self, core: nn.Module, multiple: int) -> None:
         super().__init__()
-        self.model = model
-        config = getattr(model, "config", None)
-        self.multiple = int(multiple or getattr(config, "pad_multiple", 16))
+        self.core = core
+        self.multiple = int(multiple)
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2], x.shape[-1]
@@ -51,36 +56,42 @@ class PaddedForExport(nn.Module):
         pad_h = (m - height % m) % m
         pad_w = (m - width % m) % m
         padded = F.pad(x, [0, pad_w, 0, pad_h], mode="replicate")
-        logits = self.model(padded)  # a multiple of m: the model's own padding branch is not taken
-        return logits[:, :, :height, :width]
+        return self.core(padded)[:, :, :height, :width]
 
 
-def export_onnx_bytes(model: nn.Module, *, opset: int = DEFAULT_OPSET, example_size: tuple[int, int] = (64, 64)) -> bytes:
-    """The ONNX model (serialized) of ``model``, with dynamic batch, height and width.
+def export_onnx_bytes(model: nn.Module, *, variant: str = "onnx", opset: int = DEFAULT_OPSET) -> bytes:
+    """The ONNX model (serialized) of ``model``'s fused network, with dynamic batch, height and width.
 
-    ``model`` is exported on the CPU in eval mode; the caller's model is not modified. The example
-    traced is small (any multiple of the pad multiple works: every size is symbolic in the graph).
+    Args:
+        model: a :class:`~csnet.models.CSNet` (not modified; fused on the CPU in float32).
+        variant: ``"onnx"`` (self-contained, any size) or ``"openvino"`` (the core alone); see the module
+            docstring.
+        opset: ONNX opset.
+
+    Raises:
+        TypeError: ``model`` is not a CSNet (only CSNet's graph can be fused).
+        ImportError: the ``onnx`` package is missing.
     """
-    import copy
+    from csnet.infer.fused import fuse
 
+    if variant not in EXPORT_VARIANTS:
+        raise ValueError(f"unknown export variant {variant!r}; choose from {', '.join(EXPORT_VARIANTS)}")
     try:
         import onnx  # noqa: F401  (torch.onnx needs it)
     except ImportError as error:
         raise ImportError("ONNX export needs the onnx package: pip install 'csnet[onnx]'") from error
-    module = copy.deepcopy(model).to("cpu").float().eval()
-    wrapper = PaddedForExport(module).eval()
-    example = torch.zeros(1, 3, *example_size)
+    fused = fuse(model, variant, device="cpu")
+    graph: nn.Module = PaddedCore(fused.core, fused.pad_multiple) if variant == "onnx" else fused.core
+    side = 2 * fused.pad_multiple  # any multiple works: every size is symbolic in the graph
+    example = torch.zeros(1, fused.in_chans, side, side)
+    axes = {0: "batch", 2: "height", 3: "width"}
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
-        # The tracer warns about every shape-to-int conversion; the dynamic-shape test is what matters.
+        # The tracer warns about every shape-to-int conversion; the dynamic-shape tests are what matter.
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper, (example,), buffer,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                          OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}},
-            opset_version=opset, do_constant_folding=True, dynamo=False,
-        )
+        torch.onnx.export(graph.eval(), (example,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, opset_version=opset,
+                          do_constant_folding=True, dynamo=False)
     return buffer.getvalue()
 
 
@@ -94,7 +105,7 @@ def check_onnx(data: Union[bytes, str, os.PathLike]) -> None:
 
 def export_onnx(model: nn.Module, path: Union[str, os.PathLike], *, opset: int = DEFAULT_OPSET,
                 check: bool = True) -> Path:
-    """Export ``model`` to the ONNX file ``path`` (written atomically); returns the path."""
+    """Export ``model``'s fused network (the ``"onnx"`` form) to the file ``path`` (written atomically)."""
     data = export_onnx_bytes(model, opset=opset)
     if check:
         check_onnx(data)

@@ -7,13 +7,14 @@
 
 Every image goes through the test protocol of SPEC 4 (:mod:`csnet.infer.protocol`): scaled to
 ``size x size`` with non-antialiased bilinear interpolation, ImageNet-normalized, run through the
-network, passed through a sigmoid and scaled back to its own size. The resizes here compute
-exactly what :func:`~csnet.infer.protocol.preprocess` / :func:`~csnet.infer.protocol.postprocess`
+network (:mod:`csnet.infer.runtimes`), passed through a sigmoid and scaled back to its own size.
+Input size and normalization come from the weights' ``WeightInfo`` when the model is bundled. The resizes
+compute exactly what :func:`~csnet.infer.protocol.preprocess` / :func:`~csnet.infer.protocol.postprocess`
 compute (tested), but gather only the source pixels the bilinear weights touch and write the
 full-size map in row blocks, so a 100-megapixel photo costs its decoded bytes plus a few MB
 instead of gigabytes of float64 copies.
 
-A predictor is safe to share between threads (a server's request handlers): the backend call is
+A predictor is safe to share between threads (a server's request handlers): the runtime call is
 serialized by a lock, everything else (decoding, resizing, composing) runs in the callers' threads.
 """
 from __future__ import annotations
@@ -29,27 +30,22 @@ import torch
 from PIL import Image
 from torch import nn
 
-from csnet.infer.backends import Backend, BackendError, backend_class, resolve_device
 from csnet.infer.compose import cutout as _cutout
 from csnet.infer.protocol import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
-from csnet.infer.resize import bilinear_taps
+from csnet.infer.resize import resize_image, resized_row_blocks
+from csnet.infer.runtimes import Runtime, canonical_name, create_runtime, resolve_device
 from csnet.io.images import DEFAULT_MAX_PIXELS, load_image
 
-__all__ = ["Predictor", "ModelSource", "ImageInput", "resolve_model", "choose_backend",
-           "preprocess_image", "postprocess_logits"]
+__all__ = ["Predictor", "ModelSource", "ImageInput", "resolve_model", "preprocess_image", "postprocess_logits"]
 
 log = logging.getLogger(__name__)
 
 ModelSource = Union[None, str, os.PathLike, nn.Module]
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
-_MEAN = np.asarray(IMAGENET_MEAN, dtype=np.float64)
-_STD = np.asarray(IMAGENET_STD, dtype=np.float64)
-_ROW_BLOCK_VALUES = 1 << 21  # float64 values per block when writing a full-size map (16 MB)
-
 
 # ----------------------------------------------------------------------------------------------
-# The test protocol's resizes, memory-light.
+# The test protocol's resizes, memory-light (csnet.infer.resize: only the pixels the taps read).
 
 def _as_size(size: Union[int, Sequence[int]]) -> tuple[int, int]:
     if isinstance(size, (int, np.integer)):
@@ -61,33 +57,23 @@ def _as_size(size: Union[int, Sequence[int]]) -> tuple[int, int]:
     return height, width
 
 
-def preprocess_image(image: np.ndarray, size: Union[int, Sequence[int]] = INPUT_SIZE) -> np.ndarray:
+def preprocess_image(image: np.ndarray, size: Union[int, Sequence[int]] = INPUT_SIZE, *,
+                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
     """One image -> the network input of the test protocol.
 
     Args:
         image: ``H x W x 3`` RGB, uint8 (0-255) or float (0-1).
         size: side (or ``(height, width)``) of the network input.
+        mean, std: the normalization the weights were trained with (their
+            :class:`~csnet.models.weights.WeightInfo`; ImageNet's by default).
 
     Returns:
-        float32 ``3 x size x size``, ImageNet-normalized; equal to
-        ``protocol.preprocess(image, size)[0]`` for uint8 images.
+        float32 ``3 x size x size``, normalized; equal to ``protocol.preprocess(image, size)[0]`` for uint8
+        images and ImageNet's mean/std.
     """
     out_h, out_w = _as_size(size)
-    height, width = image.shape[:2]
-    y0, y1, hy0, hy1 = bilinear_taps(height, out_h)
-    x0, x1, wx0, wx1 = bilinear_taps(width, out_w)
-    scale_255 = image.dtype == np.uint8
-
-    def across(rows: np.ndarray) -> np.ndarray:
-        a = rows[:, x0].astype(np.float64)
-        b = rows[:, x1].astype(np.float64)
-        if scale_255:
-            a /= 255.0
-            b /= 255.0
-        return wx0[None, :, None] * a + wx1[None, :, None] * b
-
-    resized = hy0[:, None, None] * across(image[y0]) + hy1[:, None, None] * across(image[y1])
-    normalized = (resized - _MEAN) / _STD
+    resized = resize_image(image, out_h, out_w, divisor=255.0 if image.dtype == np.uint8 else 1.0)
+    normalized = (resized - np.asarray(mean, dtype=np.float64)) / np.asarray(std, dtype=np.float64)
     return np.ascontiguousarray(normalized.transpose(2, 0, 1), dtype=np.float32)
 
 
@@ -103,20 +89,11 @@ def postprocess_logits(logits: np.ndarray, height: int, width: int, *, dtype: An
         threshold: if given, the map is binarized at ``p >= threshold`` (0/255 or 0.0/1.0).
     """
     dtype = np.dtype(dtype)
-    # NumPy, not torch: a torch op here wakes its OpenMP threads, which then spin on the cores the model's
-    # runtime (OpenVINO) needs
     with np.errstate(over="ignore"):  # exp overflows to inf for logits below -709: p = 0, as it should be
         prob = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-    in_h, in_w = prob.shape
-    y0, y1, hy0, hy1 = bilinear_taps(in_h, height)
-    x0, x1, wx0, wx1 = bilinear_taps(in_w, width)
-    across = wx0[None, :] * prob[:, x0] + wx1[None, :] * prob[:, x1]  # in_h x width
     out = np.empty((height, width), dtype=dtype)
-    step = max(1, _ROW_BLOCK_VALUES // max(width, 1))
     top = 255.0 if dtype == np.uint8 else 1.0
-    for start in range(0, height, step):
-        rows = slice(start, min(height, start + step))
-        block = hy0[rows, None] * across[y0[rows]] + hy1[rows, None] * across[y1[rows]]
+    for rows, block in resized_row_blocks(prob, height, width):
         if threshold is not None:
             out[rows] = np.where(block >= threshold, top, 0.0)
         elif dtype == np.uint8:
@@ -127,7 +104,7 @@ def postprocess_logits(logits: np.ndarray, height: int, width: int, *, dtype: An
 
 
 # ----------------------------------------------------------------------------------------------
-# Models and backends.
+# Models and runtimes.
 
 def resolve_model(model: ModelSource) -> tuple[Union[nn.Module, str], str]:
     """``(module or path of an .onnx file, display name)`` for what a user passed as ``model``.
@@ -162,30 +139,16 @@ def resolve_model(model: ModelSource) -> tuple[Union[nn.Module, str], str]:
     return module, name
 
 
-def choose_backend(requested: str, device: str, onnx_file: bool) -> str:
-    """The backend ``"auto"`` stands for, or a check that ``requested`` fits.
+def _weight_info(model: ModelSource):
+    """The :class:`~csnet.models.weights.WeightInfo` of a bundled model named by ``model`` (else ``None``)."""
+    from csnet.models import DEFAULT_MODEL
+    from csnet.models.weights import PRETRAINED
 
-    ``auto``: an ``.onnx`` model runs on ONNX Runtime; any other model runs, on the CPU, OpenVINO when it is
-    installed (``csnet[openvino]``; fastest measured, ``benchmarks/RESULTS.md`` run J) and otherwise the fast path
-    (``fast``: csnet_l_x1 at 224, 2 threads, 19-31 ms median in runs A-G against 33-52 ms in ONNX Runtime and
-    56-117 ms eager), and PyTorch on CUDA (the fast path there is tested for equality but not yet measured on
-    a GPU).
-    """
-    requested = (requested or "auto").lower()
-    if requested == "auto":
-        if onnx_file:
-            return "onnxruntime"
-        if device != "cpu":
-            return "torch"
-        return "openvino" if backend_class("openvino").available() else "fast"
-    backend_class(requested)  # unknown names raise here
-    if onnx_file and requested != "onnxruntime":
-        raise BackendError(f"an .onnx model runs on the onnxruntime backend, not {requested!r}")
-    return requested
-
-
-_AUTO_FALLBACK = {"openvino": "fast", "fast": "torch"}
-"""Where ``backend="auto"`` goes when its first choice cannot run this model here."""
+    if model is None:
+        return PRETRAINED.get(DEFAULT_MODEL)
+    if isinstance(model, (str, os.PathLike)) and not os.path.isfile(model):
+        return PRETRAINED.get(os.fspath(model))
+    return None
 
 
 @dataclass
@@ -202,82 +165,78 @@ class Predictor:
             ``.safetensors`` model file, an ``.onnx`` export, or an ``nn.Module`` (e.g.
             ``csnet.create_model("csnet_l_x1")`` with your own weights).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        size: network input side (or ``(height, width)``); 224 is the training and test resolution.
-        backend: ``"auto"``, ``"openvino"``, ``"fast"``, ``"torch"`` or ``"onnxruntime"`` (see
-            :func:`choose_backend`).
+        size: network input side (or ``(height, width)``); ``None``: the input size the bundled weights were
+            trained at (their ``WeightInfo``), else 224, the training and test resolution.
+        runtime: ``"auto"`` or a name of :data:`csnet.infer.runtimes.RUNTIMES` (``eager``, ``torchscript``,
+            ``compile``, ``onnxruntime``, ``openvino``, ``cuda-graph``); auto tries
+            :data:`~csnet.infer.runtimes.AUTO_ORDER`.
+        preset: the runtime's preset (``None``: its default; see each runtime's ``presets``).
         batch_size: images per forward pass when given a list.
-        threads: threads of the OpenVINO (``None``: torch's thread count) and ONNX Runtime (``None``: one per
-            core) backends.
-        cache_dir: where ONNX exports and OpenVINO's compiled models of ``.safetensors``/module models are
-            kept (``None``: the user cache, ``$CSNET_CACHE`` or ``~/.cache/csnet``; ``False``: build in memory
-            each time).
+        threads: threads of the runtimes with their own thread pool (OpenVINO, ONNX Runtime; ``None``: torch's
+            thread count for OpenVINO, one per core for ONNX Runtime).
+        cache_dir: where exports and compiled models of ``.safetensors``/module models are kept (``None``: the
+            user cache, ``$CSNET_CACHE`` or ``~/.cache/csnet``; ``False``: build in memory each time).
         max_pixels: images above this many pixels are refused (decompression bombs).
+        backend: the earlier name of ``runtime`` (deprecated; its old values are accepted too).
 
     Raises:
         csnet.models.ModelFileError: ``model`` cannot be loaded.
-        csnet.infer.backends.BackendError: the backend or device is not available.
+        csnet.infer.runtimes.RuntimeUnavailable: the runtime or device is not available.
+        csnet.infer.runtimes.RuntimeChoiceError: an unknown runtime or preset.
     """
 
-    def __init__(self, model: ModelSource = None, *, device: str = "auto", size: Union[int, Sequence[int]] = INPUT_SIZE,
-                 backend: str = "auto", batch_size: int = 8, threads: Optional[int] = None,
+    def __init__(self, model: ModelSource = None, *, device: str = "auto",
+                 size: Union[int, Sequence[int], None] = None, runtime: str = "auto", preset: Optional[str] = None,
+                 batch_size: int = 8, threads: Optional[int] = None,
                  cache_dir: Union[str, os.PathLike, None, bool] = None,
-                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, backend: Optional[str] = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.size = _as_size(size)
+        if backend is not None:
+            log.warning("Predictor(backend=...) is deprecated; use runtime=")
+            runtime = backend
+        info = _weight_info(model)
+        self.size = _as_size(size if size is not None else (info.input_size if info else INPUT_SIZE))
+        self.mean = tuple(info.mean) if info else IMAGENET_MEAN
+        self.std = tuple(info.std) if info else IMAGENET_STD
         self.batch_size = int(batch_size)
         self.max_pixels = max_pixels
         self.device = resolve_device(device)
         source, self.name = resolve_model(model)
-        onnx_file = isinstance(source, str)
-        self.backend_name = choose_backend(backend, self.device, onnx_file)
-        self.module: Optional[nn.Module] = None if onnx_file else source  # type: ignore[assignment]
-        auto = (backend or "auto").lower() == "auto" and not onnx_file
-        while True:
-            try:
-                self.backend: Backend = self._make_backend(source, threads, cache_dir)
-                break
-            except Exception as error:  # noqa: BLE001 - auto falls back (openvino -> fast -> torch); a choice may not
-                fallback = _AUTO_FALLBACK.get(self.backend_name)
-                if not auto or fallback is None:
-                    raise
-                log.warning("%s backend unavailable for %s (%s); using %s", self.backend_name, self.name,
-                            " ".join(str(error).split())[:200], fallback)
-                self.backend_name = fallback
-        self._lock = threading.Lock()
-        log.debug("predictor %s on %s/%s at %s", self.name, self.backend_name, self.device, self.size)
-
-    def _make_backend(self, source: Union[nn.Module, str], threads: Optional[int],
-                      cache_dir: Union[str, os.PathLike, None, bool]) -> Backend:
-        cls = backend_class(self.backend_name)
-        if self.backend_name in ("torch", "fast"):
-            return cls(source, device=self.device)
+        self.module: Optional[nn.Module] = source if isinstance(source, nn.Module) else None
         if cache_dir is None or cache_dir is True:
             from csnet.infer.cache import default_cache_dir
 
             cache_dir = default_cache_dir()
-        cache = None if cache_dir is False else cache_dir
-        if self.backend_name == "openvino":
-            return cls(source, device=self.device, threads=threads, cache_dir=cache)
-        if not cls.available():
-            raise BackendError("the onnxruntime backend needs onnxruntime: pip install 'csnet[onnx]'")
-        if isinstance(source, str):
-            return cls(source, device=self.device, threads=threads)
-        return cls.from_module(source, device=self.device, threads=threads, cache_dir=cache)
+        self.runtime: Runtime = create_runtime(canonical_name(runtime), source, device=self.device, threads=threads,
+                                               cache_dir=None if cache_dir is False else cache_dir, preset=preset)
+        self.runtime_name = self.runtime.name
+        self._lock = threading.Lock()
+        log.debug("predictor %s on %s/%s at %s", self.name, self.runtime_name, self.device, self.size)
+
+    @property
+    def backend(self) -> Runtime:
+        """The earlier name of :attr:`runtime`."""
+        return self.runtime
+
+    @property
+    def backend_name(self) -> str:
+        """The earlier name of :attr:`runtime_name`."""
+        return self.runtime_name
 
     # -- the three stages (also used by the CLI's pipeline and the service's micro-batcher) -----
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """``H x W x 3`` uint8 / float image -> ``3 x S x S`` float32 network input."""
-        return preprocess_image(image, self.size)
+        return preprocess_image(image, self.size, mean=self.mean, std=self.std)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """``B x 3 x S x S`` inputs -> ``B x S x S`` float32 logits (one backend call; thread-safe)."""
+        """``B x 3 x S x S`` inputs -> ``B x S x S`` float32 logits (one runtime call; thread-safe)."""
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ValueError(f"infer expects B x 3 x H x W, got {batch.shape}")
         with self._lock:
-            logits = self.backend(batch)
+            logits = self.runtime(batch)
         return np.asarray(logits, dtype=np.float32).reshape(batch.shape[0], *batch.shape[2:])
 
     def postprocess(self, logits: np.ndarray, height: int, width: int, *, dtype: Any = np.uint8,
@@ -327,13 +286,15 @@ class Predictor:
         return self._run(x, "cutout", threshold, refine)
 
     def describe(self) -> dict[str, Any]:
-        """Name, backend, device, input size and parameter count (for logs and ``/v1/models``)."""
+        """Name, runtime, device, input size and parameter count (for logs and ``/v1/models``; ``backend`` is
+        the runtime's name too, for clients of earlier versions)."""
         params = None if self.module is None else sum(p.numel() for p in self.module.parameters())
-        return {"name": self.name, "backend": self.backend_name, "device": self.device,
-                "input_size": list(self.size), "params": params}
+        return {"name": self.name, "runtime": self.runtime_name, "backend": self.runtime_name,
+                "preset": self.runtime.preset_name, "device": self.device, "input_size": list(self.size),
+                "params": params}
 
     def __repr__(self) -> str:
-        return (f"Predictor(model={self.name!r}, backend={self.backend_name!r}, device={self.device!r}, "
+        return (f"Predictor(model={self.name!r}, runtime={self.runtime_name!r}, device={self.device!r}, "
                 f"size={self.size})")
 
     # -- internals -------------------------------------------------------------------------------

@@ -209,8 +209,8 @@ def test_cli_uses_one_thread_on_a_busy_machine_unless_told(monkeypatch):
         torch.set_num_threads(2)
         predictor = make_predictor(parser.parse_args(["--model", str(model_file()), "--device", "cpu",
                                                       "--size", str(SIZE)]))
-        assert predictor.backend_name in ("openvino", "fast") and torch.get_num_threads() == 1
-        assert predictor.backend.describe().get("threads", 1) == 1  # OpenVINO compiles for the one thread
+        assert predictor.backend_name in ("openvino", "torchscript") and torch.get_num_threads() == 1
+        assert predictor.runtime.describe().get("threads", 1) == 1  # OpenVINO compiles for the one thread
         make_predictor(parser.parse_args(["--model", str(model_file()), "--device", "cpu", "--threads", "2"]))
         assert torch.get_num_threads() == 2  # --threads wins
         monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))

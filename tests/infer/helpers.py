@@ -73,13 +73,13 @@ def onnx_file() -> Path:
 
 @functools.lru_cache(maxsize=None)
 def shared_predictor():
-    """A torch-backend Predictor on the test model, shared by tests that only read from it.
+    """An eager-runtime Predictor on the test model, shared by tests that only read from it.
 
     It runs at 64 x 64 (not the protocol's 224) to keep the tests fast; the protocol tests use 224.
     """
     from csnet.infer.predictor import Predictor
 
-    return Predictor(model_file(), backend="torch", device="cpu", size=SIZE)
+    return Predictor(model_file(), runtime="eager", device="cpu", size=SIZE)
 
 
 def photos(count: int = 2) -> list[Path]:

@@ -1,9 +1,10 @@
-"""ONNX export: dynamic batch/height/width, onnx.checker, ONNX Runtime within 1e-4 of PyTorch."""
+"""ONNX export of the fused network: dynamic batch/height/width, onnx.checker, ONNX Runtime within 1e-4 of the
+eager PyTorch model (the parity of what `csnet export` writes)."""
 import numpy as np
 import pytest
 import torch
 
-from csnet.infer.onnx_export import PaddedForExport, check_onnx
+from csnet.infer.onnx_export import check_onnx, export_onnx_bytes
 from csnet.models import load_model
 from tests.infer.helpers import model_file, onnx_file
 
@@ -56,11 +57,19 @@ def test_export_is_dynamic_checked_and_matches_pytorch():
     _compare(load_model(model_file()), path, relative=True)
 
 
-def test_padding_wrapper_is_the_identity_on_the_model():
+def test_the_export_is_the_fused_graph():
+    from csnet.infer.fused import fuse
+
     model = load_model(model_file())
-    x = torch.randn(2, 3, 37, 50)
-    with torch.inference_mode():
-        assert torch.allclose(PaddedForExport(model)(x), model(x), atol=1e-5)
+    graph = onnx.load_from_string(export_onnx_bytes(model)).graph
+    convs = sum(node.op_type == "Conv" for node in graph.node)
+    assert "BatchNormalization" not in {node.op_type for node in graph.node}  # folded
+    assert convs == fuse(model, "onnx").core.code.count("conv2d(")  # links merged: as many convs as fused
+    assert convs < sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    with pytest.raises(ValueError, match="unknown export variant"):
+        export_onnx_bytes(model, variant="tensorrt")
+    with pytest.raises(TypeError, match="CSNet"):
+        export_onnx_bytes(torch.nn.Conv2d(3, 1, 1))
 
 
 def test_check_rejects_a_broken_file(tmp_path):

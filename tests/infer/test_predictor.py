@@ -1,4 +1,4 @@
-"""csnet.Predictor: the test protocol, input and output kinds, batching, threads, backends, errors."""
+"""csnet.Predictor: the test protocol, input and output kinds, batching, threads, runtimes, errors."""
 import io
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,8 +9,8 @@ from PIL import Image
 
 import csnet
 from csnet.infer import protocol
-from csnet.infer.backends import BackendError, available_backends, resolve_device
-from csnet.infer.predictor import Predictor, choose_backend, postprocess_logits, preprocess_image
+from csnet.infer.predictor import Predictor, postprocess_logits, preprocess_image
+from csnet.infer.runtimes import RuntimeChoiceError, RuntimeUnavailable, resolve_device
 from csnet.io.images import ImageLoadError
 from csnet.models import ModelFileError
 from tests.infer.helpers import SIZE, gradient_image, model_file, onnx_file, photos, shared_predictor
@@ -37,7 +37,7 @@ def test_postprocess_float_and_threshold():
 
 
 def test_predictor_equals_the_protocol_on_real_photos():
-    predictor = Predictor(shared_predictor().module, backend="torch", size=224)
+    predictor = Predictor(shared_predictor().module, runtime="eager", size=224)
     model = predictor.module
     for path in photos(2):
         image = csnet.io.images.load_image(path)
@@ -89,7 +89,7 @@ def test_cutout_kinds():
 
 
 def test_batches_give_the_same_masks_as_single_images():
-    predictor = Predictor(model_file(), backend="torch", batch_size=2, size=SIZE)
+    predictor = Predictor(model_file(), runtime="eager", batch_size=2, size=SIZE)
     images = [gradient_image(h, w, seed=h) for h, w in [(40, 60), (64, 64), (33, 17), (100, 80), (8, 8)]]
     batched = predictor.predict(images)
     for image, mask in zip(images, batched):
@@ -118,7 +118,7 @@ def test_image_modes_and_orientation(tmp_path):
 
 
 def test_large_images_and_pixel_limit(tmp_path):
-    predictor = Predictor(model_file(), backend="torch", max_pixels=1_000_000, size=SIZE)
+    predictor = Predictor(model_file(), runtime="eager", max_pixels=1_000_000, size=SIZE)
     huge = np.zeros((3000, 4000, 3), np.uint8)
     huge[1000:2000, 1500:2500] = 200
     mask = predictor.predict(huge)  # arrays are not limited; the map is written in row blocks
@@ -155,7 +155,7 @@ def test_input_errors(tmp_path):
         predictor.predict(tmp_path / "bad.jpg")
 
 
-def test_model_and_backend_errors(tmp_path):
+def test_model_and_runtime_errors(tmp_path):
     from csnet.models import DEFAULT_MODEL
     from csnet.models.weights import PRETRAINED
 
@@ -168,133 +168,80 @@ def test_model_and_backend_errors(tmp_path):
         Predictor("csnet_l_x1")  # random weights are never used silently
     with pytest.raises(ModelFileError, match="no such file"):
         Predictor(tmp_path / "missing.onnx")
-    with pytest.raises(BackendError, match="unknown backend"):
-        Predictor(model_file(), backend="tensorrt")
-    with pytest.raises(BackendError, match="onnxruntime"):
-        Predictor(onnx_file(), backend="torch")
+    with pytest.raises(RuntimeChoiceError, match="unknown runtime"):
+        Predictor(model_file(), runtime="tensorrt")
+    with pytest.raises(RuntimeChoiceError, match="onnxruntime"):
+        Predictor(onnx_file(), runtime="eager")
     if not torch.cuda.is_available():
-        with pytest.raises(BackendError, match="CUDA"):
+        with pytest.raises(RuntimeUnavailable, match="CUDA"):
             resolve_device("cuda")
 
 
-def test_auto_backend_choice(monkeypatch):
-    from csnet.infer.backends.openvino_backend import OpenVinoBackend
+def test_auto_runtime_choice_and_old_names(monkeypatch):
+    from csnet.infer.runtimes.openvino import OpenVinoRuntime
 
-    assert choose_backend("auto", "cpu", onnx_file=True) == "onnxruntime"
-    assert choose_backend("auto", "cuda", onnx_file=False) == "torch"
-    monkeypatch.setattr(OpenVinoBackend, "available", classmethod(lambda cls: True))
-    assert choose_backend("auto", "cpu", onnx_file=False) == "openvino"
-    monkeypatch.setattr(OpenVinoBackend, "available", classmethod(lambda cls: False))
-    assert choose_backend("auto", "cpu", onnx_file=False) == "fast"
-    assert choose_backend("torch", "cpu", onnx_file=False) == "torch"
-    assert "fast" in available_backends()
+    monkeypatch.setattr(OpenVinoRuntime, "available", classmethod(lambda cls: False))
+    assert Predictor(model_file(), size=SIZE, device="cpu").runtime_name == "torchscript"
+    assert Predictor(onnx_file(), size=SIZE).runtime_name == "onnxruntime"
+    old = Predictor(model_file(), backend="torch", size=SIZE)  # the earlier keyword and name still work
+    assert old.runtime_name == old.backend_name == "eager" and old.backend is old.runtime
+    assert Predictor(model_file(), runtime="fast", size=SIZE).runtime_name == "torchscript"
+    assert Predictor(torch.nn.Conv2d(3, 1, 1), size=SIZE).runtime_name == "eager"  # auto: only eager runs it
 
 
-@pytest.mark.parametrize("backend", ["fast", "openvino"])
-def test_fused_backends_match_torch_on_any_size(backend):
-    if backend == "openvino":
-        pytest.importorskip("openvino")
+@pytest.mark.parametrize("runtime", ["torchscript", "onnxruntime", "openvino"])
+def test_runtimes_match_eager_through_the_predictor_on_any_size(runtime):
+    from csnet.infer.runtimes import runtime_class
+
+    if not runtime_class(runtime).available():
+        pytest.skip(f"{runtime} is not installed")
     model = shared_predictor().module
     images = [gradient_image(40, 60), gradient_image(75, 31, seed=3)]
-    chosen = Predictor(model, backend=backend, size=SIZE)
-    assert chosen.backend_name == backend and chosen.describe()["backend"] == backend
-    if backend == "fast":
-        assert chosen.backend.runtime == "fast-jit"
-    for size in (SIZE, (48, 80)):  # the fused paths pad to their multiple of 16 and crop back
-        torch_predictor = Predictor(model, backend="torch", size=size)
-        fast = Predictor(model, backend=backend, size=size)
-        batch = np.stack([torch_predictor.preprocess(image) for image in images])
-        want, got = torch_predictor.infer(batch), fast.infer(batch)
+    chosen = Predictor(model, runtime=runtime, size=SIZE, cache_dir=False)
+    assert chosen.runtime_name == runtime and chosen.describe()["runtime"] == runtime
+    for size in (SIZE, (48, 80)):  # the fused runtimes pad to their multiple of 16 and crop back
+        eager = Predictor(model, runtime="eager", size=size)
+        other = Predictor(model, runtime=runtime, size=size, cache_dir=False)
+        batch = np.stack([eager.preprocess(image) for image in images])
+        want, got = eager.infer(batch), other.infer(batch)
         # fp32 rounding through ~40 layers grows with the logits (up to ~7 here): 1e-4 relative to them.
         assert np.abs(got - want).max() < 1e-4 * max(1.0, float(np.abs(want).max()))
-        for want, got in zip(torch_predictor.predict(images), fast.predict(images)):
+        for want, got in zip(eager.predict(images), other.predict(images)):
             assert np.abs(np.asarray(want, dtype=int) - np.asarray(got, dtype=int)).max() <= 1
 
 
-def test_fast_backend_refuses_models_it_does_not_know():
-    with pytest.raises(BackendError, match="CSNet"):
-        Predictor(torch.nn.Conv2d(3, 1, 1), backend="fast")
-    with pytest.raises(BackendError, match="CSNet"):
-        Predictor(torch.nn.Conv2d(3, 1, 1), backend="openvino")
-    predictor = Predictor(torch.nn.Conv2d(3, 1, 1), size=SIZE)  # auto falls back to PyTorch
-    assert predictor.backend_name == "torch"
+def test_weight_info_drives_size_and_normalization(monkeypatch):
+    from dataclasses import replace
+
+    from csnet.models import DEFAULT_MODEL
+    from csnet.models.weights import PRETRAINED
+
+    if DEFAULT_MODEL not in PRETRAINED:
+        pytest.skip("no bundled model in this build")
+    info = replace(PRETRAINED[DEFAULT_MODEL], input_size=(96, 128), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    monkeypatch.setitem(PRETRAINED, DEFAULT_MODEL, info)
+    predictor = Predictor(runtime="eager")
+    assert predictor.size == (96, 128) and predictor.mean == (0.5, 0.5, 0.5)
+    image = gradient_image(40, 60)
+    expected = preprocess_image(image, (96, 128), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert np.array_equal(predictor.preprocess(image), expected)
+    assert Predictor(runtime="eager", size=64).size == (64, 64)  # an explicit size wins
 
 
 def test_module_input_and_describe():
     model = shared_predictor().module
-    predictor = Predictor(model, backend="torch", size=SIZE)
+    predictor = Predictor(model, runtime="eager", size=SIZE)
     info = predictor.describe()
-    assert info["name"] == "csnet_l_x1" and info["params"] == 93_647 and info["backend"] == "torch"
+    assert info["name"] == "csnet_l_x1" and info["params"] == 93_647 and info["runtime"] == info["backend"] == "eager"
     assert "csnet_l_x1" in repr(predictor)
     assert csnet.Predictor is Predictor
 
 
-def test_onnxruntime_backend_matches_torch(tmp_path):
+def test_onnxruntime_runs_onnx_files_like_torch(tmp_path):
     pytest.importorskip("onnxruntime")
     images = [gradient_image(40, 60), gradient_image(75, 31, seed=3)]
     expected = shared_predictor().predict(images)
     predictor = Predictor(onnx_file(), threads=1, size=SIZE)  # auto: an .onnx file runs on onnxruntime
-    assert predictor.backend_name == "onnxruntime" and predictor.module is None
+    assert predictor.runtime_name == "onnxruntime" and predictor.module is None
     for want, got in zip(expected, predictor.predict(images)):
         assert np.abs(want.astype(int) - got).max() <= 1
-
-
-def test_onnxruntime_backend_exports_model_files_once_into_the_cache(tmp_path, monkeypatch):
-    pytest.importorskip("onnxruntime")
-    import csnet.infer.onnx_export as onnx_export
-
-    calls, exported = [], onnx_file().read_bytes()  # made before the patch: onnx_file() exports too
-
-    def fake_export(model, **kwargs):  # the real export is tested in test_onnx_export.py
-        calls.append(model)
-        return exported
-
-    monkeypatch.setattr(onnx_export, "export_onnx_bytes", fake_export)
-    image = gradient_image(40, 60)
-    first = Predictor(model_file(), backend="onnxruntime", cache_dir=tmp_path, threads=1, size=SIZE)
-    assert len(calls) == 1 and len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
-    second = Predictor(model_file(), backend="onnxruntime", cache_dir=tmp_path, threads=1, size=SIZE)
-    assert len(calls) == 1  # reused
-    assert np.array_equal(first.predict(image), second.predict(image))
-    Predictor(model_file(), backend="onnxruntime", cache_dir=False, threads=1, size=SIZE)
-    assert len(calls) == 2 and len(list((tmp_path / "onnx").glob("*.onnx"))) == 1  # in memory
-
-
-def test_openvino_backend_keeps_its_export_and_compiled_models_in_the_cache(tmp_path, monkeypatch):
-    pytest.importorskip("openvino")
-    from csnet.infer import fast_backends
-
-    real_export, calls = fast_backends.export_core_onnx, []
-
-    def counting_export(fast, **kwargs):
-        calls.append(fast)
-        return real_export(fast, **kwargs)
-
-    monkeypatch.setattr(fast_backends, "export_core_onnx", counting_export)
-    image = gradient_image(40, 60)
-    first = Predictor(model_file(), backend="openvino", cache_dir=tmp_path, threads=1, size=SIZE)
-    mask = first.predict(image)
-    assert len(calls) == 1 and len(list((tmp_path / "openvino").glob("*.onnx"))) == 1
-    assert list((tmp_path / "openvino" / "compiled").iterdir())  # OpenVINO's compiled blob
-    second = Predictor(model_file(), backend="openvino", cache_dir=tmp_path, threads=1, size=SIZE)
-    assert len(calls) == 1  # reused
-    assert np.array_equal(mask, second.predict(image))
-    Predictor(model_file(), backend="openvino", cache_dir=False, threads=1, size=SIZE)
-    assert len(calls) == 2  # in memory
-
-
-def test_auto_falls_back_openvino_then_fast_then_torch(monkeypatch, caplog):
-    from csnet.infer.backends import fast_backend, openvino_backend
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("unsupported operator")
-
-    monkeypatch.setattr(openvino_backend.OpenVinoBackend, "available", classmethod(lambda cls: True))
-    monkeypatch.setattr(openvino_backend.OpenVinoBackend, "__init__", broken)
-    predictor = Predictor(model_file(), backend="auto", device="cpu", size=SIZE)
-    assert predictor.backend_name == "fast" and "openvino backend unavailable" in caplog.text
-    monkeypatch.setattr(fast_backend.FastBackend, "__init__", broken)
-    predictor = Predictor(model_file(), backend="auto", device="cpu", size=SIZE)
-    assert predictor.backend_name == "torch" and "fast backend unavailable" in caplog.text
-    with pytest.raises(RuntimeError, match="unsupported"):
-        Predictor(model_file(), backend="fast", size=SIZE)  # an explicit choice does not fall back

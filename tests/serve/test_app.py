@@ -44,7 +44,7 @@ def post(client, data, output=None, **params):
 def test_health_and_models(client):
     assert client.get("/healthz").json() == {"status": "ok", "model": "test_model.safetensors"}
     (model,) = client.get("/v1/models").json()["models"]
-    assert model["params"] == 93_647 and model["backend"] == "torch"
+    assert model["params"] == 93_647 and model["backend"] == "eager"
     assert model["limits"]["max_upload_bytes"] == 300_000
 
 

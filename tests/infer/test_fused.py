@@ -1,19 +1,16 @@
-"""The inference fast path gives the reference forward's outputs: every model, odd sizes, batches, every backend.
+"""The fused network gives the reference forward's outputs: every model, odd sizes, batches, every variant.
 
 BN statistics and PReLU slopes are randomized and the head is scaled so logits are O(1-10) (a fresh model has
 trivial statistics and ~0 logits, which would hide folding mistakes). Speed is never asserted here; see
-benchmarks/RESULTS.md.
+benchmarks/RESULTS.md. The runtimes built on it are tested in test_runtimes.py.
 """
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 import torch
 
 import csnet
-from csnet.infer.fastpath import (
-    FastCSNet, fold_batch_norm, optimize_for_inference, randomize_batch_norm,
+from csnet.infer.fused import (
+    VARIANTS, FusedCSNet, fold_batch_norm, fuse, optimize_for_inference, randomize_batch_norm,
 )
 from tests.shared_data import require_shared
 
@@ -51,7 +48,7 @@ def references(models):
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("name", csnet.list_models())
-def test_fast_path_matches_reference_fp32(models, references, name, size):
+def test_fused_network_matches_reference_fp32(models, references, name, size):
     fast = optimize_for_inference(models[name])  # default: channels_last with the CPU NHWC kernels
     with torch.inference_mode():
         out = fast(_input(*size))
@@ -70,7 +67,7 @@ def test_fast_path_matches_reference_fp32(models, references, name, size):
     {"merge_links": False, "channels_last": False, "upsample_logits": False, "upsample_by_deconv": True},
 ], ids=["nchw", "per_link", "per_link_nchw", "deconv_upsampling", "openvino_variant"])
 @pytest.mark.parametrize("name", csnet.list_models())
-def test_fast_path_options_match_reference(models, references, options, name):
+def test_fused_options_match_reference(models, references, options, name):
     fast = optimize_for_inference(models[name], **options)
     with torch.inference_mode():
         out = fast(_input(*SMALL))
@@ -128,7 +125,7 @@ def test_contract_no_parameters_and_model_untouched(models):
     model = models["csnet_l_x1"]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fast = optimize_for_inference(model)
-    assert isinstance(fast, FastCSNet) and not fast.training
+    assert isinstance(fast, FusedCSNet) and not fast.training
     assert list(fast.parameters()) == []
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.training is False
@@ -164,32 +161,8 @@ def test_fold_batch_norm_is_exact():
     assert torch.allclose(bn.double()(y), y * scale[:, None, None] + shift[:, None, None])
 
 
-@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
-def test_jit_backend_matches_and_keeps_sizes_dynamic(models, references, channels_last):
-    from csnet.infer.fast_backends import jit_fast
-
-    model = models["csnet_l_x2"]
-    fast = jit_fast(optimize_for_inference(model, channels_last=channels_last))  # traced at 1 x 3 x 64 x 64
-    with torch.inference_mode():
-        for size in SIZES + [SMALL]:
-            assert (fast(_input(*size)) - references[("csnet_l_x2", size)]).abs().max().item() < FP32_ATOL
-
-
-def test_onnxruntime_backend_matches(models, references):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    from csnet.infer.fast_backends import OrtCSNet
-
-    for name in ("csnet_l_x1", "csnet_x2"):
-        ort_model = OrtCSNet(optimize_for_inference(models[name], channels_last=False), threads=2)
-        for size in SIZES + [SMALL]:
-            out = ort_model(_input(*size))
-            assert out.shape == references[(name, size)].shape
-            assert (out - references[(name, size)]).abs().max().item() < FP32_ATOL
-
-
 def test_low_resolution_core_is_finished_by_the_wrapper(models, references):
-    # upsample_logits=False: the core stops at the head's stride and FastCSNet.finish upsamples
+    # upsample_logits=False: the core stops at the head's stride and FusedCSNet.finish upsamples
     fast = optimize_for_inference(models["csnet_l_x1"], upsample_logits=False)
     assert fast.logits_stride == 2
     with torch.inference_mode():
@@ -210,79 +183,6 @@ def test_numpy_bilinear_upsampling_matches_torch(factor, shape):
     assert np.abs(out - expected.numpy()).max() < 1e-6
 
 
-@pytest.fixture(scope="module")
-def openvino_models(models):
-    pytest.importorskip("openvino")
-    pytest.importorskip("onnx")
-    from csnet.infer.fast_backends import OpenVinoCSNet, openvino_fast_path
-
-    return {name: OpenVinoCSNet(openvino_fast_path(models[name]), threads=2) for name in ("csnet_l_x1", "csnet_x2")}
-
-
-@pytest.mark.parametrize("name", ["csnet_l_x1", "csnet_x2"])
-def test_openvino_backend_matches(openvino_models, references, name):
-    ov_model = openvino_models[name]
-    for size in SIZES + [SMALL]:
-        out = ov_model(_input(*size))
-        expected = references[(name, size)]
-        assert out.shape == expected.shape and out.dtype == torch.float32
-        assert (out - expected).abs().max().item() < FP32_ATOL
-    assert len(ov_model.compiled_shapes) == 3  # one static compile per padded size, batches run image by image
-    assert all(shape[0] == 1 for shape in ov_model.compiled_shapes)
-
-
-def test_openvino_keeps_few_compiled_shapes_and_refuses_wrong_builds(models):
-    pytest.importorskip("openvino")
-    from csnet.infer.fast_backends import OpenVinoCSNet, openvino_fast_path
-
-    ov_model = OpenVinoCSNet(openvino_fast_path(models["csnet_l_x1"]), threads=1, max_shapes=2)
-    for height in (32, 64, 96, 64):
-        ov_model(_input(1, height, 32))
-    assert ov_model.compiled_shapes == [(1, 3, 96, 32), (1, 3, 64, 32)]  # most recently used last, oldest dropped
-    with pytest.raises(ValueError, match="NCHW"):
-        OpenVinoCSNet(optimize_for_inference(models["csnet_l_x1"]))
-    with pytest.raises(ValueError, match="float32 or bfloat16"):
-        OpenVinoCSNet(openvino_fast_path(models["csnet_l_x1"]), precision=torch.float16)
-
-
-def test_openvino_bfloat16_is_close_on_probabilities(models):
-    pytest.importorskip("openvino")
-    from csnet.infer.fast_backends import OpenVinoCSNet, openvino_fast_path
-
-    model = models["csnet_l_x1"]
-    ov_model = OpenVinoCSNet(openvino_fast_path(model), threads=2, precision=torch.bfloat16)
-    x = _input(*SIZES[0])
-    with torch.inference_mode():
-        expected = torch.sigmoid(model(x))
-    error = (torch.sigmoid(ov_model(x)) - expected).abs()
-    # CPUs without bf16 units run it in fp32 (error ~1e-7); with them, bf16 must stay within 1e-2 on average
-    assert error.mean().item() < 1e-2
-
-
-@pytest.mark.parametrize("cpu_kernels", [False, None], ids=["plain", "nhwc_kernels"])
-def test_compile_graph_captures_whole_core(models, references, cpu_kernels):
-    # Dynamo capture with the "eager" backend: one graph, no breaks, same numbers (inductor: see below).
-    from csnet.infer.fast_backends import compile_fast
-
-    fast = compile_fast(optimize_for_inference(models["csnet_l_x1"], cpu_kernels=cpu_kernels), backend="eager")
-    with torch.inference_mode():
-        out = fast(_input(*SIZES[0]))
-    assert (out - references[("csnet_l_x1", SIZES[0])]).abs().max().item() < FP32_ATOL
-    assert fast.compile_seconds
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("CSNET_TEST_COMPILE") != "1",
-                    reason="inductor compiles for minutes on a small CPU; set CSNET_TEST_COMPILE=1")
-def test_compile_backend_matches(models, references):
-    from csnet.infer.fast_backends import compile_fast
-
-    compiled = compile_fast(optimize_for_inference(models["csnet_l_x1"]))
-    with torch.inference_mode():
-        out = compiled(_input(*SIZES[0]))
-    assert (out - references[("csnet_l_x1", SIZES[0])]).abs().max().item() < FP32_ATOL
-
-
 def test_imported_release_weights_reproduce_released_logits():
     from csnet.models.official import import_official
 
@@ -296,37 +196,21 @@ def test_imported_release_weights_reproduce_released_logits():
             with torch.inference_mode():
                 out = optimize_for_inference(model, channels_last=channels_last)(x)
             assert (out - expected).abs().max().item() < FP32_ATOL
-        if importlib.util.find_spec("openvino") is not None:
-            from csnet.infer.fast_backends import OpenVinoCSNet, openvino_fast_path
-
-            out = OpenVinoCSNet(openvino_fast_path(model), threads=2)(x)
-            assert (out - expected).abs().max().item() < FP32_ATOL
 
 
-def test_fast_backend_runs_the_traced_core_and_matches(models):
-    from csnet.infer.backends.fast_backend import FastBackend
-
-    backend = FastBackend(models["csnet_l_x1"])
-    assert backend.runtime == "fast-jit" and backend.describe()["runtime"] == "fast-jit"
-    out = torch.from_numpy(backend(_input(*SMALL).numpy()))
-    assert (out - references_small(models, "csnet_l_x1")).abs().max().item() < FP32_ATOL
-
-
-def references_small(models, name):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_variant_matches_reference(models, references, variant):
+    fused = fuse(models["csnet_l_x1"], variant)
     with torch.inference_mode():
-        return models[name](_input(*SMALL))
-
-
-def test_tune_malloc_keeps_results():
-    from csnet.infer.fast_backends import tune_malloc
-
-    assert tune_malloc() in (True, False)
+        assert (fused(_input(*SMALL)) - references[("csnet_l_x1", SMALL)]).abs().max().item() < FP32_ATOL
+    with pytest.raises(ValueError, match="unknown fused variant"):
+        fuse(models["csnet_l_x1"], "fastest")
 
 
 @pytest.mark.gpu
 @CUDA
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_cuda_fast_path_matches(models, dtype):
+def test_cuda_fused_network_matches(models, dtype):
     model = models["csnet_l_x2"]
     x = _input(3, 225, 301)
     with torch.inference_mode():
@@ -335,37 +219,3 @@ def test_cuda_fast_path_matches(models, dtype):
         out = torch.sigmoid(fast(x.cuda()).float()).cpu()
     tolerance = 1e-4 if dtype == torch.float32 else 1e-2
     assert (out - expected).abs().max().item() < tolerance
-
-
-@pytest.mark.gpu
-@CUDA
-def test_cuda_graph_runner_matches(models):
-    from csnet.infer.fast_backends import CudaGraphCSNet, normalize_uint8
-
-    model = models["csnet_l_x1"]
-    images = torch.randint(0, 256, (4, 224, 224, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        expected = torch.sigmoid(model(normalize_uint8(images)))
-        fast = optimize_for_inference(model, dtype=torch.float16, channels_last=True, device="cuda")
-        graphs = CudaGraphCSNet(fast, torch.float16, channels_last=True)
-        out = torch.sigmoid(graphs(images.cuda()).float()).cpu()
-        again = torch.sigmoid(graphs(images.cuda()).float()).cpu()  # replay
-    assert (out - expected).abs().max().item() < 1e-2
-    assert torch.equal(out, again)
-
-
-def test_normalize_uint8_matches_imagenet_normalization():
-    from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
-    from csnet.infer.fast_backends import normalize_uint8
-
-    images = torch.randint(0, 256, (2, 5, 7, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
-    expected = ((images.permute(0, 3, 1, 2).double() / 255.0 - mean) / std).float()
-    for channels_last in (False, True):
-        x = normalize_uint8(images, channels_last=channels_last)
-        assert x.shape == (2, 3, 5, 7) and x.dtype == torch.float32
-        assert x.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        assert (x - expected).abs().max().item() < 1e-6
-    with pytest.raises(ValueError, match="uint8"):
-        normalize_uint8(images.float())

@@ -1,11 +1,10 @@
-"""Inference fast path for CSNet: the same network, rebuilt as a short straight line of fused ops.
+"""The fused CSNet: the same network rebuilt once, for inference, as a short straight line of folded ops.
 
-:func:`optimize_for_inference` turns a trained :class:`~csnet.models.CSNet` into a :class:`FastCSNet` with the
+:func:`optimize_for_inference` turns a trained :class:`~csnet.models.CSNet` into a :class:`FusedCSNet` with the
 same forward contract (``B x 3 x H x W`` ImageNet-normalized images of any size -> ``B x 1 x H x W`` logits, in
 the input's dtype) and the same outputs: in fp32 within 1e-4 on the logits (tested on every registered model
-and on the released weights). In fp16/bf16 the mean error on the probabilities is ~5e-4 / ~2e-3, but CSNet
-itself is not that robust to half precision: the released CSNet-L-x2 run unfused in bf16 is off by up to 0.14
-on some pixels, in fp16 by 0.03; the fast path stays at or below that (0.10 / 0.016). What changes:
+and on the released weights). In fp16/bf16 CSNet itself is not robust (the released CSNet-L-x2 run unfused in
+bf16 is off by up to 0.14 on some pixels); the fused network is held to no worse than that. What changes:
 
 * every BatchNorm is folded into the conv(s) in front of it (scale into the weights, shift into one bias);
 * the links of a gOctConv are merged: for each resolution ``r`` one conv reads the concatenation of every input
@@ -15,16 +14,14 @@ on some pixels, in fp16 by 0.03; the fast path stays at or below that (0.10 / 0.
 * the 1x1 gOctConv that merges the cross-stage fusion back to one scale upsamples its coarse *inputs* instead
   of its (wider) outputs, and concatenates them into one conv (a 1x1 conv commutes with bilinear upsampling);
 * the per-scale Python loops run once, at build time: the core is traced with ``torch.fx`` into straight-line
-  code (one line per op, see ``FastCSNet.core.code``), which ``torch.jit.trace``, ``torch.compile`` and the ONNX
+  code (one line per op, see ``FusedCSNet.core.code``), which ``torch.jit.trace``, ``torch.compile`` and the ONNX
   exporter all take as it is;
 * parameters become buffers (no autograd bookkeeping), optionally in ``channels_last`` and fp16/bf16.
 
-Padding to a multiple of 16 and cropping back stay outside the traced core, so the core only ever sees sizes it
-divides exactly (every upsampling is an exact power-of-two ``scale_factor``).
-
-The ONNX Runtime, OpenVINO, TorchScript and ``torch.compile`` variants live in :mod:`csnet.infer.fast_backends`;
-``csnet predict`` runs the OpenVINO one on the CPU when OpenVINO is installed and the traced one otherwise
-(:mod:`csnet.infer.backends`, measured in ``benchmarks/RESULTS.md``).
+This is the one fused network every runtime runs (:mod:`csnet.infer.runtimes`) and ``csnet export`` writes
+(:mod:`csnet.infer.onnx_export`); :data:`VARIANTS` names the few build options a runtime needs, so no call
+site spells them out. Padding to a multiple of 16 and cropping back stay outside the traced core, so the core
+only ever sees sizes it divides exactly (every upsampling is an exact power-of-two ``scale_factor``).
 """
 from __future__ import annotations
 
@@ -41,7 +38,9 @@ from csnet.models.csnet import CSNet, CrossStageFusion, ILBlock, ParallelDilated
 from csnet.nn.goct import GOctCBR, GOctConv, ScaleBNPReLU
 
 __all__ = [
-    "FastCSNet",
+    "FusedCSNet",
+    "VARIANTS",
+    "fuse",
     "optimize_for_inference",
     "fold_batch_norm",
     "randomize_batch_norm",
@@ -458,7 +457,7 @@ class _FusedCore(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- module
-class FastCSNet(nn.Module):
+class FusedCSNet(nn.Module):
     """A CSNet folded and merged for inference (see the module docstring); build it with
     :func:`optimize_for_inference`.
 
@@ -480,7 +479,7 @@ class FastCSNet(nn.Module):
         self.name = name
         self.logits_stride = logits_stride
 
-    def with_core(self, core: nn.Module) -> "FastCSNet":
+    def with_core(self, core: nn.Module) -> "FusedCSNet":
         """The same wrapper (padding, dtype, layout, logits stride) around another runtime of the core."""
         return type(self)(core, self.pad_multiple, self.in_chans, self.dtype, self.channels_last, self.name,
                           self.logits_stride)
@@ -544,8 +543,8 @@ def optimize_for_inference(
     cpu_kernels: Optional[bool] = None,
     upsample_logits: bool = True,
     upsample_by_deconv: bool = False,
-) -> FastCSNet:
-    """The inference fast path of ``model``: BN folded, gOctConv links merged, straight-line code.
+) -> FusedCSNet:
+    """The fused network of ``model``: BN folded, gOctConv links merged, straight-line code.
 
     Args:
         model: a :class:`CSNet` (its eval-mode forward is what is reproduced; the model itself is not changed).
@@ -559,13 +558,13 @@ def optimize_for_inference(
         cpu_kernels: the NHWC CPU replacements of :class:`_FusedCore` (tiled PReLU, strided max-pool, direct
             oneDNN convs); default: on for channels_last on the CPU. ``torch.compile`` does better without them.
         upsample_logits: the core ends with the head's bilinear upsampling to full size (off: the core returns
-            logits at the head's stride and :meth:`FastCSNet.finish` upsamples them; runtimes that upsample one
+            logits at the head's stride and :meth:`FusedCSNet.finish` upsamples them; runtimes that upsample one
             channel badly, like OpenVINO's blocked layouts, export the core without it).
         upsample_by_deconv: every bilinear upsampling as an exact depthwise transposed conv (see
             ``_FusedCore._up``; for OpenVINO, whose conv kernels beat its Interpolate).
 
     Returns:
-        a :class:`FastCSNet` in eval mode with no parameters (only buffers).
+        a :class:`FusedCSNet` in eval mode with no parameters (only buffers).
     """
     if not isinstance(model, CSNet):
         raise TypeError(f"optimize_for_inference needs a CSNet, got {type(model).__name__}")
@@ -584,6 +583,31 @@ def optimize_for_inference(
                           upsample_logits=upsample_logits, upsample_by_deconv=upsample_by_deconv)
         traced = torch.fx.symbolic_trace(core)
     traced.to(device=device, dtype=dtype)
-    fast = FastCSNet(traced, model.config.pad_multiple, model.config.in_chans, dtype, channels_last,
-                     name=model.config.name, logits_stride=1 if upsample_logits else core.out_factor)
-    return fast.eval()
+    fused = FusedCSNet(traced, model.config.pad_multiple, model.config.in_chans, dtype, channels_last,
+                       name=model.config.name, logits_stride=1 if upsample_logits else core.out_factor)
+    return fused.eval()
+
+
+VARIANTS: dict[str, dict[str, object]] = {
+    # NHWC with the CPU kernels of _FusedCore: the PyTorch runtimes (TorchScript, CUDA graphs)
+    "torch": {"channels_last": True},
+    # plain ops for inductor to fuse (it does better without the NHWC view tricks)
+    "compile": {"channels_last": True, "cpu_kernels": False},
+    # NCHW float32: what ONNX and ONNX Runtime take
+    "onnx": {"channels_last": False},
+    # OpenVINO's CPU plugin: links unmerged (it would split a merged conv's outputs with a slow reference
+    # kernel), upsamplings as depthwise transposed convs (its conv kernels beat its Interpolate) and the head's
+    # one-channel upsampling left to NumPy (a 1-of-16-channels blocked upsample is slow there)
+    "openvino": {"channels_last": False, "merge_links": False, "upsample_logits": False,
+                 "upsample_by_deconv": True},
+}
+"""The fused network's build options each runtime wants, by name (``optimize_for_inference(model, **VARIANTS[v])``);
+measured in ``benchmarks/RESULTS.md``."""
+
+
+def fuse(model: CSNet, variant: str, dtype: Union[str, torch.dtype] = torch.float32,
+         device: Union[str, torch.device, None] = None) -> FusedCSNet:
+    """:func:`optimize_for_inference` with the options of :data:`VARIANTS` ``[variant]``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown fused variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    return optimize_for_inference(model, dtype=dtype, device=device, **VARIANTS[variant])  # type: ignore[arg-type]

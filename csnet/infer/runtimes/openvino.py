@@ -1,0 +1,128 @@
+"""The ``openvino`` runtime: the fused CSNet compiled by OpenVINO's CPU plugin (``csnet[openvino]``).
+
+On the 2-core reference CPU it is the fastest runtime csnet has (``benchmarks/RESULTS.md``), with the same
+logits as the model (within 1e-4 in float32). OpenVINO runs every conv in oneDNN's blocked layouts with its
+bias, PReLU and the gOctConv's cross-scale add fused in as post-ops, so one ILBlock is a handful of kernels; it
+runs the ``"openvino"`` export (:mod:`csnet.infer.onnx_export`: links unmerged, upsampling as transposed convs,
+the head's one-channel upsampling left to NumPy here).
+
+Images run one at a time, and each padded image size is compiled once with static shapes, which OpenVINO plans
+better than dynamic ones (it is no faster per image on a batch); the :attr:`OpenVinoRuntime.max_shapes` most
+recent sizes are kept. With a cache folder the export is kept as ``<cache_dir>/openvino/<cache key>.onnx`` and
+OpenVINO's compiled models in ``<cache_dir>/openvino/compiled``, so a second start skips both.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from csnet.infer.resize import upsample_bilinear
+from csnet.infer.runtimes import Runtime
+
+__all__ = ["OpenVinoRuntime", "OpenVinoPreset"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OpenVinoPreset:
+    #: float32 (OpenVINO would otherwise pick bf16 on CPUs that have it) or bfloat16 (faster where the CPU has
+    #: AVX512-BF16/AMX, within ~1e-2 on probabilities)
+    dtype: str = "float32"
+
+    @property
+    def precision(self) -> str:
+        """OpenVINO's INFERENCE_PRECISION_HINT."""
+        return {"float32": "f32", "bfloat16": "bf16"}[self.dtype]
+
+
+class OpenVinoRuntime(Runtime):
+    """Runs a CSNet through OpenVINO on the CPU (``threads``: inference threads, default torch's count)."""
+
+    name = "openvino"
+    package = "openvino"
+    extra = "openvino"
+    devices = ("cpu",)
+    presets = {"float32": OpenVinoPreset("float32"), "bfloat16": OpenVinoPreset("bfloat16")}
+    max_shapes = 4
+
+    def setup(self, model) -> None:
+        import openvino
+        import torch
+
+        config = model.config
+        self.pad_multiple = config.pad_multiple
+        self.logits_stride = config.stage_stride(tuple(config.fusion.stages)[0])  # the export stops at the head
+        self.threads = int(self.threads or torch.get_num_threads())
+        self.model_bytes, compiled = self._export(model)
+        self.core = openvino.Core()
+        if compiled is not None:
+            self.core.set_property({"CACHE_DIR": str(compiled)})
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": self.threads,
+                       "INFERENCE_PRECISION_HINT": self.preset.precision}
+        self._requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
+
+    def _export(self, model) -> tuple[bytes, Optional[object]]:
+        """The export's bytes (through the cache when there is one) and OpenVINO's compiled-model folder."""
+        from csnet.infer.cache import cache_key, cached_file
+        from csnet.infer.onnx_export import export_onnx_bytes
+
+        make = lambda: export_onnx_bytes(model, variant="openvino")  # noqa: E731
+        if self.cache_dir is None:
+            return make(), None
+        folder = self.cache_dir / "openvino"
+        try:
+            source = cached_file(folder / f"{cache_key(model, 'openvino')}.onnx", make)
+            if isinstance(source, bytes):  # the cache cannot be written: compile in memory
+                return source, None
+            compiled = folder / "compiled"
+            compiled.mkdir(parents=True, exist_ok=True)
+            return source.read_bytes(), compiled
+        except OSError as error:  # an unreadable cache is not an error either
+            log.debug("cannot use the cache %s (%s)", folder, error)
+            return make(), None
+
+    @property
+    def compiled_shapes(self) -> list[tuple[int, ...]]:
+        """The padded input shapes compiled and kept, least recently used first."""
+        return list(self._requests)
+
+    def request(self, shape: tuple[int, ...]):
+        """OpenVINO's infer request for a padded ``1 x 3 x H x W`` input, compiled on first use."""
+        if shape in self._requests:
+            self._requests.move_to_end(shape)
+            return self._requests[shape]
+        start = time.perf_counter()
+        network = self.core.read_model(self.model_bytes)
+        network.reshape(list(shape))
+        request = self.core.compile_model(network, "CPU", self.config).create_infer_request()
+        log.debug("OpenVINO: compiled for %s in %.2f s", shape, time.perf_counter() - start)
+        self._requests[shape] = request
+        while len(self._requests) > self.max_shapes:
+            self._requests.popitem(last=False)
+        return request
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        images = np.asarray(batch, dtype=np.float32)
+        height, width = images.shape[-2:]
+        pad_h, pad_w = (-height) % self.pad_multiple, (-width) % self.pad_multiple
+        if pad_h or pad_w:
+            images = np.pad(images, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
+        images = np.ascontiguousarray(images)
+        # one compiled shape per size serves every batch size the micro-batcher or a last partial batch brings
+        request = self.request((1, *images.shape[1:]))
+        logits = np.concatenate([request.infer({0: images[i:i + 1]}, share_inputs=True)[0]
+                                 for i in range(images.shape[0])])
+        if self.logits_stride != 1:
+            logits = upsample_bilinear(logits, self.logits_stride)
+        return np.ascontiguousarray(logits[..., :height, :width])
+
+    def describe(self) -> dict:
+        import openvino
+
+        return {**super().describe(), "version": openvino.__version__.split("-")[0], "threads": self.threads}
