@@ -39,7 +39,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> CSNet:
     if pretrained:
         if kwargs:
             raise ValueError("pretrained weights fix the architecture; do not pass model arguments")
-        path = pretrained_path(name)
+        path = _verified_pretrained_path(name)
         state = load_file(str(path))
         model.load_state_dict(state, strict=True)
     return model
@@ -79,7 +79,7 @@ def load_model(path_or_name: Union[str, os.PathLike, None] = None, device: Union
     if not path.is_file():
         name = str(target)
         if name in PRETRAINED:
-            path = pretrained_path(name)
+            path = _verified_pretrained_path(name)
         elif is_model(name):
             raise ModelFileError(f"model {name!r} has no bundled weights; bundled: {', '.join(sorted(PRETRAINED))}")
         else:
@@ -109,6 +109,21 @@ def load_model(path_or_name: Union[str, os.PathLike, None] = None, device: Union
         first = str(error).strip().splitlines()
         raise ModelFileError(f"{path}: weights do not match its config ({first[0] if first else error})") from None
     return model.to(device).eval()
+
+
+def _verified_pretrained_path(name: str) -> Path:
+    """The bundled weight file of ``name``, checked against its ``WeightInfo.sha256`` (a damaged or swapped file
+    in an installed package would otherwise give wrong masks without any error)."""
+    import hashlib
+
+    path = pretrained_path(name)
+    expected = PRETRAINED[name].sha256
+    if expected:
+        found = hashlib.sha256(path.read_bytes()).hexdigest()
+        if found != expected:
+            raise ModelFileError(f"{path}: bundled weights of {name!r} are damaged (sha256 {found[:12]}..., "
+                                 f"expected {expected[:12]}...); reinstall csnet")
+    return path
 
 
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}

@@ -36,6 +36,15 @@ def test_models_lists_the_registry(capsys):
     assert {"csnet_x1", "csnet_x2", "csnet_l_x1", "csnet_l_x2"} <= names
 
 
+def test_models_says_in_plain_words_which_have_weights(capsys):
+    from csnet.models import DEFAULT_MODEL
+
+    assert main(["models"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:] if line.strip()}
+    assert "trained, bundled (the default model)" in lines[DEFAULT_MODEL]
+    assert "none (architecture only" in lines["csnet_l_x1"]
+
+
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("csnet ")

@@ -22,6 +22,21 @@ def test_bundled_file_is_intact_and_under_1mb(name):
     assert hashlib.sha256(data).hexdigest() == PRETRAINED[name].sha256
 
 
+def test_damaged_bundled_weights_are_refused(tmp_path, monkeypatch):
+    import csnet.models.hub as hub
+    from csnet.models import ModelFileError
+
+    damaged = tmp_path / "damaged.safetensors"
+    data = bytearray(pretrained_path(DEFAULT_MODEL).read_bytes())
+    data[-1] ^= 1  # one bit in the last weight
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(hub, "pretrained_path", lambda name: damaged)
+    with pytest.raises(ModelFileError, match="damaged"):
+        load_model(DEFAULT_MODEL)
+    with pytest.raises(ModelFileError, match="damaged"):
+        csnet.create_model(DEFAULT_MODEL, pretrained=True)
+
+
 @pytest.mark.parametrize("name", sorted(PRETRAINED))
 def test_create_model_pretrained_equals_load_model(name):
     created = csnet.create_model(name, pretrained=True).eval()
@@ -36,6 +51,6 @@ def test_default_model_separates_a_bright_object_from_a_plain_background():
     # A synthetic scene whose salient object is unambiguous: the mask must be higher on it than around it.
     image = np.full((224, 224, 3), 90, dtype=np.uint8)
     image[70:160, 80:150] = (230, 40, 30)
-    predictor = csnet.Predictor(backend="torch", device="cpu")
+    predictor = csnet.Predictor(runtime="eager", device="cpu")
     mask = predictor.predict(image).astype(np.float32)
     assert mask[80:150, 90:140].mean() > mask[:40].mean() + 40
