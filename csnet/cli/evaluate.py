@@ -1,9 +1,9 @@
 """``csnet evaluate``: score saliency maps (``--pred DIR --gt DIR``) or a model (``[--model M] --data DIR``).
 
 Scores are the SPEC 4 metrics of :class:`csnet.metrics.SODEvaluator` (max/mean/adaptive F with beta^2 = 0.3,
-MAE, S, max/mean/adaptive E, weighted F). With ``--data`` the model predicts through the test protocol of
-:mod:`csnet.infer.protocol` and the uint8 maps it would save are scored, so the figures are those of saving
-the maps as PNG and scoring them with ``--pred``.
+MAE, S, max/mean/adaptive E, weighted F). With ``--data`` the model predicts through :class:`csnet.Predictor`,
+on the runtime ``csnet predict`` would use (``--runtime``; ``.onnx`` models run on ONNX Runtime), and the
+uint8 maps it would save are scored, so the figures are those of ``csnet predict`` + ``evaluate --pred``.
 """
 from __future__ import annotations
 
@@ -43,14 +43,19 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                            "images/+masks/, Image/+Mask/, Imgs/+GT/, im/+gt/, DUTS-TR-Image/+DUTS-TR-Mask/, "
                            "DUTS-TE-Image/+DUTS-TE-Mask/), or list files of 'image mask' lines; "
                            "the model predicts them")
+    from csnet.cli.predict import add_runtime_argument
+
     model = parser.add_argument_group("model (with --data)")
-    model.add_argument("--model", metavar="M", help="registered model name or .safetensors file "
-                                                   "(default: the default model)")
-    model.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    model.add_argument("--model", metavar="M", help="a name with bundled weights, a .safetensors file or an .onnx "
+                                                   "export (default: the bundled model)")
+    model.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    add_runtime_argument(model)
+    model.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for inference")
     model.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward (default 8)")
-    model.add_argument("--size", type=int, default=224, metavar="S",
-                       help="network input side (default 224, the test protocol; other sizes score a model "
-                            "trained at that size, and are not benchmark figures)")
+    model.add_argument("--size", type=int, default=None, metavar="S",
+                       help="network input side (default: the size the weights were trained at, 224 by the test "
+                            "protocol; other sizes score a model trained at that size, and are not benchmark "
+                            "figures)")
     out = parser.add_argument_group("output")
     out.add_argument("--csv", metavar="FILE", help="write the scores as CSV, one row per dataset")
     out.add_argument("--json", metavar="FILE", help="write the scores as JSON, a list with one object per dataset")
@@ -197,22 +202,16 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError("--name goes with --pred; with --data datasets are named after their folders")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.size < 16:
+    if args.size is not None and args.size < 16:
         raise CLIError(f"--size must be at least 16, got {args.size}")
     if args.plot and importlib.util.find_spec("matplotlib") is None:  # fail before a long evaluation
         raise CLIError("--plot needs matplotlib: pip install 'csnet[plot]'")
 
 
-def _load_model(args: argparse.Namespace):
-    from csnet.models import DEFAULT_MODEL, ModelFileError, load_model
+def _load_predictor(args: argparse.Namespace):
+    from csnet.cli.predict import make_predictor
 
-    name = args.model or DEFAULT_MODEL
-    try:
-        return load_model(name, device=args.device)
-    except ModelFileError as error:
-        raise CLIError(str(error)) from None
-    except (RuntimeError, ValueError) as error:  # e.g. an unknown or unavailable --device
-        raise CLIError(f"cannot load model {name!r} on {args.device}: {error}") from None
+    return make_predictor(args)
 
 
 def _score_maps(dataset: _Dataset, evaluator, skip_bad: bool) -> None:
@@ -233,19 +232,15 @@ def _score_maps(dataset: _Dataset, evaluator, skip_bad: bool) -> None:
             _warn(f"skipping {error}")
 
 
-def _score_model(dataset: _Dataset, evaluator, model, args: argparse.Namespace) -> None:
-    import torch
+def _score_model(dataset: _Dataset, evaluator, predictor, args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from csnet.infer.protocol import postprocess, preprocess
     from csnet.io.images import ImageLoadError, load_image, load_mask
 
     def flush(batch: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        inputs = torch.cat([preprocess(image, args.size) for image, _ in batch]).to(args.device)
-        with torch.inference_mode():
-            logits = model(inputs)
+        logits = predictor.infer(np.stack([predictor.preprocess(image) for image, _ in batch]))
         for (image, gt), logit in zip(batch, logits):
-            evaluator.step(postprocess(logit, image.shape[:2]), gt)
+            evaluator.step(predictor.postprocess(logit, *image.shape[:2]), gt)
 
     batch: list[tuple[np.ndarray, np.ndarray]] = []
     for pair in tqdm(dataset.pairs, desc=dataset.name, unit="image", disable=None):
@@ -290,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     datasets = _datasets(args)
-    model = _load_model(args) if args.data else None
+    model = _load_predictor(args) if args.data else None
 
     rows, curves = [], {}
     for dataset in datasets:

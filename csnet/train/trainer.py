@@ -119,34 +119,31 @@ def _amp_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
     return torch.bfloat16
 
 
-@torch.no_grad()
-def validate(model: nn.Module, dataset, device: torch.device, batch_size: int = 16,
-             amp_dtype: Optional[torch.dtype] = None) -> dict[str, float]:
+def validate(model: nn.Module, dataset, device: torch.device, batch_size: int = 16, runtime: str = "auto"
+             ) -> dict[str, float]:
     """Max F and MAE of ``model`` on ``dataset`` (a non-augmented :class:`SaliencyDataset`).
 
-    The test protocol (:mod:`csnet.infer.protocol`) at the validation resolution: the image resized
+    The network runs on the runtime ``csnet predict`` would pick (:func:`csnet.infer.runtimes.create_runtime`,
+    float32, built from the model as it is now), and the logits become uint8 maps by the predictor's
+    postprocessing, so the figures are ``csnet evaluate``'s at the validation resolution: the image resized
     (bilinear, no antialiasing) to the dataset's size and ImageNet-normalized (from the dataset's cache, so
-    rounded to uint8 once after resizing), the logits turned into a uint8 map by the protocol's
-    ``postprocess``, scored against the mask resized the same way (binarized at > 128 by the metrics).
-    Scoring at the original resolution is ``csnet evaluate``'s job.
+    rounded to uint8 once after resizing), the map scored against the mask resized the same way (binarized at
+    > 128 by the metrics). Scoring at the original resolution is ``csnet evaluate``'s job.
     """
-    from csnet.infer.protocol import postprocess
+    from csnet.infer.predictor import postprocess_logits
+    from csnet.infer.runtimes import create_runtime
     from csnet.metrics import MAE, FMeasure
 
     was_training = model.training
-    model.eval()
+    run = create_runtime(runtime, model.eval(), device=str(device))
     fmeasure, mae = FMeasure(), MAE()
     try:
         for start in range(0, len(dataset), batch_size):
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            images = torch.stack([image for image, _ in items]).to(device)
-            masks = torch.stack([mask for _, mask in items])
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = model(images)
-            logits = logits.float().cpu()
-            gts = (masks * 255.0).round().to(torch.uint8).numpy()
+            logits = run(torch.stack([image for image, _ in items]).numpy())
+            gts = (torch.stack([mask for _, mask in items]) * 255.0).round().to(torch.uint8).numpy()
             for index, gt in enumerate(gts[:, 0]):
-                pred = postprocess(logits[index], gt.shape)
+                pred = postprocess_logits(logits[index, 0], *gt.shape)
                 fmeasure.step(pred, gt)
                 mae.step(pred, gt)
     finally:
@@ -311,7 +308,7 @@ class Trainer:
                 improved = False
                 if self.info.is_main:
                     if self.data.val is not None and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
-                        scores = validate(self.model, self.data.val, self.device, cfg.batch_size, self.amp_dtype)
+                        scores = validate(self.model, self.data.val, self.device, cfg.batch_size)
                         row["val_maxF"], row["val_MAE"] = scores["maxF"], scores["MAE"]
                         if self.best is None or scores["maxF"] > self.best["maxF"]:
                             self.best = {"epoch": epoch, "maxF": scores["maxF"], "MAE": scores["MAE"]}

@@ -290,3 +290,25 @@ def test_data_mode_unknown_model_is_a_user_error(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "nope.safetensors"), "--data", str(tmp_path / "ds")]) == 1
     err = capsys.readouterr().err
     assert "nope.safetensors" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("runtime", ["auto", "onnx-file"])
+def test_evaluate_model_equals_predict_then_evaluate_pred(tmp_path, one_thread, runtime):
+    # one path for both: the predictor's runtime, its resizes and its uint8 maps
+    from tests.infer.helpers import model_file, onnx_file
+
+    if runtime == "onnx-file":
+        pytest.importorskip("onnxruntime")
+    model = str(onnx_file() if runtime == "onnx-file" else model_file())
+    _dataset(tmp_path / "ds", "images", "masks", n=3)
+    direct, scored = tmp_path / "direct.json", tmp_path / "scored.json"
+    assert main(["evaluate", "--model", model, "--data", str(tmp_path / "ds"), "--size", "64",
+                 "--json", str(direct)]) == 0
+    assert main(["predict", str(tmp_path / "ds" / "images"), "-o", str(tmp_path / "maps"), "--model", model,
+                 "--size", "64"]) == 0
+    assert main(["evaluate", "--pred", str(tmp_path / "maps"), "--gt", str(tmp_path / "ds" / "masks"),
+                 "--json", str(scored)]) == 0
+    (got,), (want,) = json.loads(direct.read_text()), json.loads(scored.read_text())
+    assert got["n"] == want["n"] == 3
+    for key in SCORE_KEYS:
+        assert got[key] == pytest.approx(want[key], abs=1e-4), key
