@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from typing import AsyncIterator, Optional
 
-__all__ = ["UploadError", "read_image_upload", "MULTIPART_OVERHEAD"]
+__all__ = ["UploadError", "read_image_upload", "read_upload", "MULTIPART_OVERHEAD"]
 
 #: Allowance for multipart boundaries and part headers on top of the image's own bytes.
 MULTIPART_OVERHEAD = 64 * 1024
 _FIELD_NAMES = (b"image", b"file")
 #: Longest multipart boundary accepted (RFC 2046 allows 70; python-multipart refuses over 256).
 MAX_BOUNDARY_BYTES = 256
+#: Text fields beside the image (rembg's form options): longer values and fields beyond the count are ignored.
+MAX_FIELD_BYTES = 1024
+MAX_FIELDS = 32
 
 
 class UploadError(Exception):
@@ -38,7 +41,7 @@ async def _read_body(chunks: AsyncIterator[bytes], limit: int, declared: Optiona
     return bytes(body)
 
 
-def _parse_multipart(body: bytes, content_type: str) -> bytes:
+def _parse_multipart(body: bytes, content_type: str) -> tuple[bytes, dict[str, str]]:
     from python_multipart.multipart import MultipartParser, parse_options_header
 
     _, params = parse_options_header(content_type)
@@ -81,14 +84,17 @@ def _parse_multipart(body: bytes, content_type: str) -> bytes:
         parser.finalize()
     except Exception as error:  # noqa: BLE001 - python-multipart raises several error types
         raise UploadError(400, f"malformed multipart body ({type(error).__name__})") from error
-    for name in _FIELD_NAMES:
-        for part in parts:
-            if part["name"] == name:
-                return part["data"]
+    image = next((part for name in _FIELD_NAMES for part in parts if part["name"] == name), None)
+    if image is None:
+        image = next((part for part in parts if part["filename"] is not None), None)
+    if image is None:
+        raise UploadError(422, "no image in the form: send the file in a field named 'image' (or 'file')")
+    fields: dict[str, str] = {}
     for part in parts:
-        if part["filename"] is not None:
-            return part["data"]
-    raise UploadError(422, "no image in the form: send the file in a field named 'image'")
+        if part is not image and part["filename"] is None and len(part["data"]) <= MAX_FIELD_BYTES \
+                and len(fields) < MAX_FIELDS:
+            fields.setdefault(part["name"].decode("latin-1"), part["data"].decode("utf-8", "replace"))
+    return image["data"], fields
 
 
 async def read_image_upload(request, max_bytes: int) -> bytes:
@@ -97,13 +103,20 @@ async def read_image_upload(request, max_bytes: int) -> bytes:
     Raises:
         UploadError: 413 over ``max_bytes``, 415 for other content types, 400/422 for bad forms.
     """
+    return (await read_upload(request, max_bytes))[0]
+
+
+async def read_upload(request, max_bytes: int) -> tuple[bytes, dict[str, str]]:
+    """The uploaded image's bytes and the form's short text fields (``{}`` for a raw body): see
+    :func:`read_image_upload`."""
+    fields: dict[str, str] = {}
     content_type = request.headers.get("content-type", "")
     kind = content_type.split(";")[0].strip().lower()
     declared = request.headers.get("content-length")
     declared_bytes = int(declared) if declared and declared.isdigit() else None
     if kind == "multipart/form-data":
         body = await _read_body(request.stream(), max_bytes + MULTIPART_OVERHEAD, declared_bytes, max_bytes)
-        data = _parse_multipart(body, content_type)
+        data, fields = _parse_multipart(body, content_type)
     elif kind.startswith("image/") or kind == "application/octet-stream":
         data = await _read_body(request.stream(), max_bytes, declared_bytes, max_bytes)
     else:
@@ -113,4 +126,4 @@ async def read_image_upload(request, max_bytes: int) -> bytes:
         raise UploadError(413, f"image of {len(data)} bytes exceeds the limit of {max_bytes} bytes")
     if not data:
         raise UploadError(422, "the uploaded image is empty (0 bytes)")
-    return data
+    return data, fields
