@@ -214,14 +214,14 @@ def unit_scores(model: CSNet, block_rule: str = "first_or_last") -> dict[tuple[s
     if block_rule not in BLOCK_RULES:
         raise ValueError(f"block_rule must be one of {BLOCK_RULES}, got {block_rule!r}")
     scores: dict[tuple[str, int], Tensor] = {}
-    for s, stage in enumerate(model.stages):
-        for b, block in enumerate(stage):
-            for j, width in enumerate(block.out_channels):
-                if not width:
-                    continue
-                gammas = [_cbr_gamma(cbr, j) for cbr in (block.conv1, block.conv2, block.conv3)]
-                chosen = [gammas[k] for k in _RULE_LAYERS[block_rule]]
-                scores[(f"stages.{s}.{b}", j)] = torch.stack(chosen).amin(0)
+    for ref in model.named_blocks():
+        block = ref.block
+        for j, width in enumerate(block.out_channels):
+            if not width:
+                continue
+            gammas = [_cbr_gamma(cbr, j) for cbr in (block.conv1, block.conv2, block.conv3)]
+            chosen = [gammas[k] for k in _RULE_LAYERS[block_rule]]
+            scores[(ref.name, j)] = torch.stack(chosen).amin(0)
     fusion = model.fusion
     for name, cbr in (("fusion.fuse", fusion.fuse), ("fusion.dilated", fusion.dilated),
                       ("fusion.merge", fusion.merge)):
@@ -575,9 +575,7 @@ def prune_model(
             stage_outputs.append(feature)
 
         fusion = source.fusion
-        fused: _Feature = [None] * len(fusion.in_channels)
-        for stage, scale in zip(config.fusion.stages, config.fusion_scales):
-            fused[scale] = stage_outputs[stage][0]
+        fused: _Feature = config.fusion_inputs(stage_outputs)
         fuse_out, fuse_widths = pruner.cbr("fusion.fuse", fusion.fuse, fused)
         dilated_out, dilated_widths = pruner.dilated("fusion.dilated", fusion.dilated, fuse_out)
         merge_out, merge_widths = pruner.cbr("fusion.merge", fusion.merge, dilated_out)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from csnet.models.csnet import CSNet, CrossStageFusion, ILBlock, ParallelDilatedConvs
+from csnet.models.csnet import CSNet, CrossStageFusion, ParallelDilatedConvs
 from csnet.nn.goct import GOctCBR, GOctConv, ScaleBNPReLU
 
 __all__ = [
@@ -172,23 +172,16 @@ class _FusedCore(nn.Module):
         self.cpu_nhwc = cpu_nhwc
         self.onednn_convs = onednn_convs
         config = model.config
+        self.config = config
         self.pad_multiple = config.pad_multiple
         self.stage_plans: list[list[_GOctPlan]] = []
-        last = max(config.fusion.stages)
-        stride = 1
-        for stage in model.stages[: last + 1]:
-            plans = []
-            for block in stage:
-                assert isinstance(block, ILBlock)
-                stride *= block.stride
-                plans += [self._goct(block.conv1, stride), self._goct(block.conv2, stride),
-                          self._goct(block.conv3, stride)]
-            self.stage_plans.append(plans)
+        for ref in model.named_blocks(used_only=True):
+            if ref.index == 0:
+                self.stage_plans.append([])
+            self.stage_plans[-1] += [self._goct(cbr, ref.stride) for cbr in (ref.block.conv1, ref.block.conv2,
+                                                                             ref.block.conv3)]
         fusion: CrossStageFusion = model.fusion
-        self.fusion_stages = tuple(config.fusion.stages)
-        self.fusion_scales = tuple(config.fusion_scales)
-        self.n_fusion_scales = len(fusion.in_channels)
-        fusion_stride = config.stage_stride(self.fusion_stages[0])
+        fusion_stride = config.stage_stride(tuple(config.fusion.stages)[0])
         self.fuse_plan = self._goct(fusion.fuse, fusion_stride)
         self.dilated_plan = self._dilated(fusion.dilated, fusion_stride)
         merge_conv = fusion.merge.conv
@@ -201,7 +194,7 @@ class _FusedCore(nn.Module):
         self.head_weight = self._buffer(head.weight.detach().double())
         self.head_bias = self._buffer(head.bias.detach().double() if head.bias is not None
                                       else torch.zeros(head.out_channels, dtype=torch.float64))
-        self.out_factor = config.stage_stride(self.fusion_stages[0])
+        self.out_factor = fusion_stride
         self.deconv_kernels: dict[int, str] = {}
         if upsample_by_deconv:  # every power-of-two factor the network can ask for
             for factor in (2 ** n for n in range(1, int(math.log2(config.pad_multiple)) + 1)):
@@ -441,9 +434,7 @@ class _FusedCore(nn.Module):
             for plan in plans:
                 feature = self._run_goct(plan, feature)
             stage_outputs.append(feature)
-        fused: list[Optional[Tensor]] = [None] * self.n_fusion_scales
-        for stage, scale in zip(self.fusion_stages, self.fusion_scales):
-            fused[scale] = stage_outputs[stage][0]
+        fused = self.config.fusion_inputs(stage_outputs)
         fused = self._run_dilated(self.dilated_plan, self._run_goct(self.fuse_plan, fused))
         if isinstance(self.merge_plan, _UpsampledInputsPlan):
             merged = self._run_upsampled_inputs(self.merge_plan, fused)
@@ -491,7 +482,8 @@ class FusedCSNet(nn.Module):
             raise ValueError(f"CSNet got an empty batch or image (shape {tuple(x.shape)})")
 
     def padding(self, height: int, width: int) -> tuple[int, int]:
-        """Rows and columns added at the bottom and right to reach a multiple of ``pad_multiple``."""
+        """Rows and columns added at the bottom and right to reach a multiple of ``pad_multiple`` (the rule of
+        :meth:`~csnet.models.ChannelConfig.padding`)."""
         return (-height) % self.pad_multiple, (-width) % self.pad_multiple
 
     def prepare(self, x: Tensor) -> Tensor:

@@ -45,16 +45,14 @@ class PaddedCore(nn.Module):
     ``forward(x)``: ``B x 3 x H x W`` -> ``B x 1 x H x W`` logits, identical to the fused network's.
     """
 
-    def __init__(self, core: nn.Module, multiple: int) -> None:
+    def __init__(self, core: nn.Module, config) -> None:
         super().__init__()
         self.core = core
-        self.multiple = int(multiple)
+        self.config = config
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2], x.shape[-1]
-        m = self.multiple
-        pad_h = (m - height % m) % m
-        pad_w = (m - width % m) % m
+        pad_h, pad_w = self.config.padding(height, width)  # symbolic in the traced graph
         padded = F.pad(x, [0, pad_w, 0, pad_h], mode="replicate")
         return self.core(padded)[:, :, :height, :width]
 
@@ -81,7 +79,7 @@ def export_onnx_bytes(model: nn.Module, *, variant: str = "onnx", opset: int = D
     except ImportError as error:
         raise ImportError("ONNX export needs the onnx package: pip install 'csnet[onnx]'") from error
     fused = fuse(model, variant, device="cpu")
-    graph: nn.Module = PaddedCore(fused.core, fused.pad_multiple) if variant == "onnx" else fused.core
+    graph: nn.Module = PaddedCore(fused.core, model.config) if variant == "onnx" else fused.core
     side = 2 * fused.pad_multiple  # any multiple works: every size is symbolic in the graph
     example = torch.zeros(1, fused.in_chans, side, side)
     axes = {0: "batch", 2: "height", 3: "width"}

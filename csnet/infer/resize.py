@@ -1,6 +1,6 @@
 """Bilinear resizing in NumPy, with PyTorch's formula (``F.interpolate(mode="bilinear", align_corners=False)``,
-no antialiasing): the predictor's pre- and postprocessing and the OpenVINO backend's last upsampling use it, so
-none of them runs a torch op (or wakes torch's threads) outside the model."""
+no antialiasing): the predictor's pre- and postprocessing and the OpenVINO runtime's last upsampling use it (the
+CPU rule of :mod:`csnet.infer.runtimes`: no torch op outside the runtime call)."""
 from __future__ import annotations
 
 from typing import Iterator

@@ -154,6 +154,9 @@ class ChannelConfig:
                                  f"gives {prev.out_channels}")
         if max(self.fusion.stages) >= len(self.stages):
             raise ValueError(f"fusion stage {max(self.fusion.stages)} does not exist")
+        empty = [stage for stage in self.fusion.stages if not self.stages[stage]]
+        if empty:  # its last block's output is what the fusion takes (found by tests/fuzz)
+            raise ValueError(f"fusion stage {empty[0]} has no blocks")
         expected = self.fusion_in_channels
         if len(self.fusion.fuse_channels) != len(expected):
             raise ValueError(f"fusion needs {len(expected)} fuse widths (one per CSF scale), "
@@ -183,6 +186,21 @@ class ChannelConfig:
         """Inputs are padded to a multiple of this so every scale of every block has an integer size."""
         return max(self.stage_stride(stage) * 2 ** (len(block.out_channels) - 1)
                    for stage in range(len(self.stages)) for block in self.stages[stage])
+
+    def padding(self, height, width):
+        """Rows and columns added at the bottom and right (edge replication) to reach a multiple of
+        :attr:`pad_multiple`: the one place the rule is written. Plain arithmetic, so it also works on the
+        symbolic sizes of a traced graph (ONNX export)."""
+        m = self.pad_multiple
+        return (m - height % m) % m, (m - width % m) % m
+
+    def fusion_inputs(self, stage_outputs: Sequence[Sequence]) -> list:
+        """The cross-stage fusion's per-scale inputs: scale 0 of each fused stage's output at its CSF scale
+        (``None`` where no stage lands). Works on tensors, masks or widths alike."""
+        inputs: list = [None] * (max(self.fusion_scales) + 1)
+        for stage, scale in zip(self.fusion.stages, self.fusion_scales):
+            inputs[scale] = stage_outputs[stage][0]
+        return inputs
 
     # ------------------------------------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ bottom of this file are three lines each.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from csnet.models.config import ChannelConfig, FusionConfig, csnet_channels
 from csnet.models.registry import register_model
 from csnet.nn import GOctCBR, GOctConv, MultiScale, ScaleBNPReLU, same_scale_links
 
-__all__ = ["ILBlock", "CrossStageFusion", "CSNet"]
+__all__ = ["ILBlock", "CrossStageFusion", "CSNet", "BlockRef"]
 
 
 class ILBlock(nn.Module):
@@ -91,6 +91,20 @@ class CrossStageFusion(nn.Module):
         return out
 
 
+class BlockRef(NamedTuple):
+    """One ILBlock in forward order: where it is and the stride of its output's scale 0."""
+
+    stage: int
+    index: int
+    block: "ILBlock"
+    stride: int  #: downsampling of the block's output scale 0 relative to the (padded) input
+
+    @property
+    def name(self) -> str:
+        """Its state-dict prefix, ``stages.S.B``."""
+        return f"stages.{self.stage}.{self.index}"
+
+
 class CSNet(nn.Module):
     """CSNet built from a :class:`ChannelConfig`.
 
@@ -108,7 +122,6 @@ class CSNet(nn.Module):
         )
         self.fusion = CrossStageFusion(config.fusion_in_channels, config.fusion)
         self.head = nn.Conv2d(config.fusion.out_channels, 1, kernel_size=1, bias=True)
-        self._fusion_scales = config.fusion_scales
         self._last_stage = max(config.fusion.stages)
         self.reset_parameters()
 
@@ -139,6 +152,16 @@ class CSNet(nn.Module):
         if x.shape[2] == 0 or x.shape[3] == 0:
             raise ValueError(f"CSNet got an empty image (shape {tuple(x.shape)})")
 
+    def named_blocks(self, used_only: bool = False) -> Iterator[BlockRef]:
+        """Every ILBlock in forward order (``used_only``: only the stages the fusion reads): the one walk of the
+        stages that the fused network, pruning and the release importer share."""
+        stride = 1
+        stages = self.stages[: self._last_stage + 1] if used_only else self.stages
+        for s, stage in enumerate(stages):
+            for b, block in enumerate(stage):
+                stride *= block.stride
+                yield BlockRef(s, b, block, stride)
+
     def forward_features(self, x: Tensor) -> tuple[MultiScale, ...]:
         """Outputs of every stage, each a tuple of per-scale tensors. ``x`` must already be padded."""
         feature: MultiScale = (x,)
@@ -152,15 +175,11 @@ class CSNet(nn.Module):
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self._check_input(x)
         height, width = x.shape[-2], x.shape[-1]
-        multiple = self.config.pad_multiple
-        pad_h, pad_w = (-height) % multiple, (-width) % multiple
+        pad_h, pad_w = self.config.padding(height, width)
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         stage_outputs = self.forward_features(x)
-        fused_inputs: list[Optional[Tensor]] = [None] * len(self.fusion.in_channels)
-        for stage, scale in zip(self.config.fusion.stages, self._fusion_scales):
-            fused_inputs[scale] = stage_outputs[stage][0]
-        logits = self.head(self.fusion(tuple(fused_inputs)))
+        logits = self.head(self.fusion(tuple(self.config.fusion_inputs(stage_outputs))))
         logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         if pad_h or pad_w:
             logits = logits[..., :height, :width]

@@ -131,18 +131,17 @@ def import_official(checkpoint: Union[str, os.PathLike], config: Union[str, os.P
     model = CSNet(channel_config)
     mapper = _Mapper(release, checkpoint)
     gain = RELEASE_WEIGHT_GAIN
-    for s, stage in enumerate(model.stages):
-        for b, block in enumerate(stage):
-            ours, theirs = f"stages.{s}.{b}", f"stage{s}.{b}"
-            first_gain = gain if _is_single_scale(block.conv1.conv) else 1.0
-            mapper.gooct(f"{ours}.conv1.conv", block.conv1.conv, f"{theirs}.conv1x1.conv.weight", first_gain)
-            mapper.norm_act(f"{ours}.conv1.norm_act", block.out_channels, f"{theirs}.conv1x1.bns.{{}}",
-                            f"{theirs}.conv1x1.prelus.{{}}")
-            for mine, release_name in (("conv2", "conv3x3_1"), ("conv3", "conv3x3_2")):
-                _split_per_scale(mapper, f"{ours}.{mine}.conv", getattr(block, mine).conv,
-                                 f"{theirs}.{release_name}.convs", gain)
-                mapper.norm_act(f"{ours}.{mine}.norm_act", block.out_channels, f"{theirs}.{release_name}.bns.{{}}",
-                                f"{theirs}.{release_name}.prelus.{{}}")
+    for ref in model.named_blocks():
+        block, ours, theirs = ref.block, ref.name, f"stage{ref.stage}.{ref.index}"
+        first_gain = gain if _is_single_scale(block.conv1.conv) else 1.0
+        mapper.gooct(f"{ours}.conv1.conv", block.conv1.conv, f"{theirs}.conv1x1.conv.weight", first_gain)
+        mapper.norm_act(f"{ours}.conv1.norm_act", block.out_channels, f"{theirs}.conv1x1.bns.{{}}",
+                        f"{theirs}.conv1x1.prelus.{{}}")
+        for mine, release_name in (("conv2", "conv3x3_1"), ("conv3", "conv3x3_2")):
+            _split_per_scale(mapper, f"{ours}.{mine}.conv", getattr(block, mine).conv,
+                             f"{theirs}.{release_name}.convs", gain)
+            mapper.norm_act(f"{ours}.{mine}.norm_act", block.out_channels, f"{theirs}.{release_name}.bns.{{}}",
+                            f"{theirs}.{release_name}.prelus.{{}}")
     fusion = model.fusion
     for mine, release_name in (("fuse", "fuse"), ("merge", "fuse1x1")):
         cbr = getattr(fusion, mine)

@@ -135,3 +135,18 @@ def test_registry():
 
     with pytest.raises(ValueError, match="already registered"):
         register_model(csnet.models.csnet.csnet_x1)
+
+
+def test_named_blocks_is_the_forward_order_with_strides_and_padding_rule():
+    import csnet
+
+    model = csnet.create_model("csnet_l_x1")
+    refs = list(model.named_blocks())
+    assert [r.name for r in refs] == [f"stages.{s}.{b}" for s, stage in enumerate(model.stages)
+                                      for b in range(len(stage))]
+    for s in range(len(model.stages)):
+        last = [r for r in refs if r.stage == s][-1]
+        assert last.stride == model.config.stage_stride(s)
+    used = list(model.named_blocks(used_only=True))
+    assert used[-1].stage == max(model.config.fusion.stages)
+    assert model.config.padding(224, 225) == (0, (-225) % model.config.pad_multiple)

@@ -55,8 +55,7 @@ class OpenVinoRuntime(Runtime):
         import openvino
         import torch
 
-        config = model.config
-        self.pad_multiple = config.pad_multiple
+        config = self.model_config = model.config
         self.logits_stride = config.stage_stride(tuple(config.fusion.stages)[0])  # the export stops at the head
         self.threads = int(self.threads or torch.get_num_threads())
         self.model_bytes, compiled = self._export(model)
@@ -110,7 +109,7 @@ class OpenVinoRuntime(Runtime):
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         images = np.asarray(batch, dtype=np.float32)
         height, width = images.shape[-2:]
-        pad_h, pad_w = (-height) % self.pad_multiple, (-width) % self.pad_multiple
+        pad_h, pad_w = self.model_config.padding(height, width)
         if pad_h or pad_w:
             images = np.pad(images, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
         images = np.ascontiguousarray(images)
