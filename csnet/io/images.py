@@ -12,6 +12,7 @@ Every reader in csnet (training data, evaluation, inference, the service) decode
 from __future__ import annotations
 
 import io
+import logging
 import os
 import struct
 import threading
@@ -49,9 +50,12 @@ FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image]
 
-# Pillow warns (above MAX_IMAGE_PIXELS) before csnet applies its own, configurable limit; the
-# warning is silenced around Image.open so the limit here is the one users see. The lock keeps
-# threads from interleaving warnings.catch_warnings, which saves and restores global state.
+logger = logging.getLogger(__name__)
+
+# Pillow warns while opening (above MAX_IMAGE_PIXELS, before csnet applies its own configurable limit; about
+# damaged metadata it skipped): those warnings are caught around Image.open, so the limit and the errors
+# here are what users see. The lock keeps threads from interleaving warnings.catch_warnings, which saves
+# and restores global state; it covers the header parse only, never the pixel decode.
 _WARNINGS_LOCK = threading.Lock()
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -214,9 +218,15 @@ def _open(source: ImageSource, *, max_pixels: int | None, exif: bool,
         if not data:
             raise ImageLoadError(name, "zero-size file (0 bytes)")
         try:
-            with _WARNINGS_LOCK, warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 im = Image.open(io.BytesIO(data), formats=FORMATS)
+            # Pillow warns about damaged metadata it skipped ("Corrupt EXIF data", "Tag data larger than
+            # file"); the pixels are still decoded or refused below, so the warning is a debug note, not
+            # noise on the user's terminal.
+            for warning in caught:
+                if not issubclass(warning.category, Image.DecompressionBombWarning):
+                    logger.debug("%s: %s", name, warning.message)
         except Image.DecompressionBombError as error:
             raise ImageLoadError(
                 name, f"too large ({error}); limits above that also need "
@@ -330,20 +340,34 @@ def _high_bit_to_uint8(values: np.ndarray) -> np.ndarray:
     Returns:
         ``(H, W)`` uint8.
     """
+    # One float32 working copy, changed in place: the decode's peak memory stays a small multiple of its
+    # pixel count (SECURITY.md); float32 is exact for 16-bit values and far finer than the 8-bit result.
     if np.issubdtype(values.dtype, np.floating):
-        x = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        x = values.astype(np.float32)
+        np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         lo, hi = float(x.min()), float(x.max())
         if lo >= 0.0 and hi <= 1.0:
-            x = x * 255.0
+            x *= 255.0
         elif not (lo >= 0.0 and hi <= 255.0):
-            x = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
+            _stretch(x, lo, hi)
     else:
-        x = values.astype(np.int64)
-        lo, hi = int(x.min()), int(x.max())
+        lo, hi = int(values.min()), int(values.max())
         if lo >= 0 and hi <= 255:
-            return x.astype(np.uint8)
+            return values.astype(np.uint8)
+        x = values.astype(np.float32)
         if lo >= 0 and hi <= 65535:
-            x = x / 257.0
+            x /= 257.0
         else:
-            x = (x - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+            _stretch(x, lo, hi)
+    np.rint(x, out=x)
+    np.clip(x, 0, 255, out=x)
+    return x.astype(np.uint8)
+
+
+def _stretch(x: np.ndarray, lo: float, hi: float) -> None:
+    """Map ``[lo, hi]`` onto ``[0, 255]`` in place (all zeros when the image is flat)."""
+    if hi > lo:
+        x -= lo
+        x *= 255.0 / (hi - lo)
+    else:
+        x[...] = 0.0

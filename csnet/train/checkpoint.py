@@ -93,4 +93,42 @@ def load_state(path: Union[str, os.PathLike], map_location: Optional[Union[str, 
         raise CheckpointError(f"{path}: not a loadable csnet training state ({first[0] if first else error})") from None
     if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS:
         raise CheckpointError(f"{path}: not a csnet training state (format {payload.get('format') if isinstance(payload, dict) else None!r})")
+    problem = _state_problem(payload)
+    if problem:
+        raise CheckpointError(f"{path}: not a usable csnet training state ({problem})")
     return payload
+
+
+#: The fields a state must have, with their types (``progress`` is absent from version 1 states).
+_FIELDS = {"epoch": int, "model_config": str, "model": dict, "optimizer": dict, "scheduler": dict, "rng": dict,
+           "history": list, "best": dict, "scaler": dict, "config": str}
+_PROGRESS = {"step": int, "sums": torch.Tensor, "seen": int, "checked_steps": int, "elapsed_s": (int, float)}
+
+
+def _state_problem(state: dict[str, Any]) -> Optional[str]:
+    """What makes ``state`` unusable for a resume (a missing field, a wrong type), or None: checked here so a
+    damaged or hand-edited file fails with one line instead of a traceback deep in the resume."""
+    for key, kind in _FIELDS.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            return f"{key} is {type(state.get(key)).__name__}, expected {kind.__name__}"
+    if state["epoch"] < 0:
+        return f"epoch {state['epoch']} is negative"
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
+        return "model is not a dict of tensors"
+    if not all(isinstance(row, dict) for row in state["history"]):
+        return "history is not a list of rows"
+    if not isinstance(state["optimizer"].get("state"), dict) or not isinstance(state["optimizer"].get("param_groups"), list):
+        return "optimizer has no state and param_groups"
+    if not all(isinstance(state["rng"].get(k), kind) for k, kind in
+               (("python", dict), ("numpy", dict), ("torch", torch.Tensor))):
+        return "rng lacks the python, numpy and torch states"
+    progress = state.get("progress") or {}
+    if not isinstance(progress, dict):
+        return "progress is not a dict"
+    if progress:
+        for key, kind in _PROGRESS.items():
+            if not isinstance(progress.get(key), kind) or isinstance(progress.get(key), bool):
+                return f"progress.{key} is {type(progress.get(key)).__name__}"
+        if progress["step"] < 1 or progress["sums"].shape != (3,):
+            return "progress has no valid step and sums"
+    return None

@@ -204,14 +204,22 @@ class Trainer:
             self._write_run_files()
         barrier(self.info)
 
-        state = ckpt.load_state(state_path) if self.resume else None
+        try:
+            state = ckpt.load_state(state_path) if self.resume else None
+        except ckpt.CheckpointError as error:
+            raise TrainingError(str(error)) from None
         self.data: RunData = build_data(cfg, self.run_dir, self.info, self.device, write_split=not self.resume)
         if len(self.data.train) < 2:
             raise TrainingError("need at least 2 training images")
         self._build_model(state)
         self._build_optimizer()
         if state is not None:
-            self._load_state(state)
+            try:
+                self._load_state(state)
+            except (KeyError, ValueError, TypeError, RuntimeError) as error:  # well-formed, but not this run's
+                first = str(error).strip().splitlines()
+                raise TrainingError(f"{state_path}: cannot resume from this state "
+                                    f"({type(error).__name__}: {first[0] if first else error})") from None
         self.batches = train_batches(self.data, cfg.batch_size, self.device)
         if self.info.is_main and cfg.tensorboard:
             self._open_tensorboard()
@@ -226,7 +234,11 @@ class Trainer:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         if state is not None:
-            model: CSNet = CSNet(ChannelConfig.from_json(state["model_config"]))
+            try:
+                model_config = ChannelConfig.from_json(state["model_config"])
+            except ValueError as error:
+                raise TrainingError(f"{self.run_dir / ckpt.STATE_FILE}: {error}") from None
+            model: CSNet = CSNet(model_config)
         elif cfg.init:
             try:
                 model = (create_model(cfg.init, pretrained=True) if cfg.init in PRETRAINED and not Path(cfg.init).exists()

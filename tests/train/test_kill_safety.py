@@ -204,3 +204,20 @@ def test_mid_epoch_resume_continues_from_the_step(tmp_path: Path) -> None:
     a = load_state(tmp_path / "reference" / STATE_FILE)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
+
+
+def test_a_damaged_state_stops_the_resume_with_one_line(tmp_path: Path) -> None:
+    from csnet.train import TrainingError
+    from csnet.train.checkpoint import save_state
+
+    data = make_dataset(tmp_path / "data", n=8, size=32)
+    config = kill_config(data).replace(epochs=1, checkpoint_every=None)
+    run_dir = tmp_path / "run"
+    train(config, run_dir)
+    state = load_state(run_dir / STATE_FILE)
+    key = next(iter(state["model"]))
+    state["model"][key] = torch.zeros(7, 7)  # well-formed, but not this model's
+    save_state(run_dir / STATE_FILE, {k: v for k, v in state.items() if k != "format"})
+    with pytest.raises(TrainingError, match="cannot resume from this state") as error:
+        train(config.replace(epochs=2), run_dir, resume=True)
+    assert "\n" not in str(error.value)
