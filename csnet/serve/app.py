@@ -51,8 +51,8 @@ __all__ = ["create_app", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_PIXELS", "DEFA
 
 log = logging.getLogger(__name__)
 
-#: Room for the JPEG of a 48-megapixel phone photo (SECURITY.md), with margin.
-DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+#: Room for the JPEG of a 48-megapixel photo even at the detail per pixel of small photos (SECURITY.md).
+DEFAULT_MAX_UPLOAD_BYTES = 48 * 1024 * 1024
 #: Enough for one 100-megapixel image (the pixel limit, as in the CLI) refined with the guided filter.
 DEFAULT_MAX_MEMORY_BYTES = 4 * 1024 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT_S = 30.0
