@@ -138,7 +138,7 @@ def create_app(predictor, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         raise ImportError("the service needs FastAPI: pip install 'csnet[serve]'") from error
 
     from csnet.infer.compose import cutout
-    from csnet.infer.refine import RefineError, missing_modules
+    from csnet.infer.refine import RefineError, missing_modules, refine_mask, refined_cutout
     from csnet.io.images import ImageLoadError, load_image
 
     default_refine = None if refine in (None, "none") else refine
@@ -227,17 +227,10 @@ def create_app(predictor, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
             return {"width": width, "height": height, "threshold": cut, **_region(binary),
                     "model": predictor.name}
         mask = predictor.postprocess(logits, height, width, threshold=job.threshold)
-        if job.refine is not None:
-            from csnet.infer.refine import refine_mask
-
-            mask = refine_mask(image, mask, job.refine)
         if job.output == "mask":
-            return encode_image(mask)
-        if job.refine is not None:  # the object's own colours where the alpha is partial: no halo
-            from csnet.infer.refine import estimate_foreground
-
-            image = estimate_foreground(image, mask)
-        rgba = cutout(image, mask)
+            return encode_image(mask if job.refine is None else refine_mask(image, mask, job.refine))
+        # refined: the object's own colours where the alpha is partial, so no old background shows
+        rgba = cutout(image, mask) if job.refine is None else refined_cutout(image, mask, job.refine)
         if job.background is not None:
             rgba = over_color(rgba, job.background)
         return encode_image(rgba)
