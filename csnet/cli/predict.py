@@ -536,10 +536,9 @@ def run(args: argparse.Namespace) -> int:
     if blur is not None and blur < 0:
         raise CLIError(f"--blur must be >= 0, got {blur}")
     if refine is not None:
-        import importlib.util
+        from csnet.infer.refine import missing_modules
 
-        missing = [m for m in (("cv2", "scipy") if refine == "guided" else ("cv2", "scipy", "pymatting"))
-                   if importlib.util.find_spec(m) is None]
+        missing = missing_modules(refine, cutout=mode == "cutout")
         if missing:
             raise CLIError(f"--refine {refine} needs {', '.join(missing)}: pip install 'csnet[refine]'")
 

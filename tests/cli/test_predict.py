@@ -309,3 +309,11 @@ def test_animated_gif_is_processed_as_a_video(tmp_path, monkeypatch, caplog, cap
         assert predict(tmp_path / "anim.gif", "-o", tmp_path / "mask.png") == 0
     assert "3 frames; only the first is used (pip install 'csnet[video]'" in caplog.text
     assert (tmp_path / "mask.png").is_file()
+
+
+def test_refine_without_its_library_is_refused_up_front(tmp_path, monkeypatch, capsys):
+    save(tmp_path / "a.png", gradient_image(16, 16))
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    assert predict(tmp_path / "a.png", "-o", tmp_path / "mask.png", "--refine") == 1
+    assert "--refine guided needs cv2: pip install 'csnet[refine]'" in capsys.readouterr().err
+    assert not (tmp_path / "mask.png").exists()
