@@ -30,10 +30,11 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional, Union
 
-import numpy as np
-from torch import nn
+if TYPE_CHECKING:  # torch is imported when a runtime is built, so the CLI's parsers (and --help) stay light
+    import numpy as np
+    from torch import nn
 
 __all__ = ["Runtime", "RUNTIMES", "AUTO_ORDER", "DEPRECATED_NAMES", "RuntimeUnavailable", "RuntimeChoiceError",
            "ModelInput", "available_runtimes", "canonical_name", "create_runtime", "runtime_class",
@@ -61,7 +62,7 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
 DEPRECATED_NAMES: dict[str, str] = {"torch": "eager", "fast": "torchscript", "fast-jit": "torchscript"}
 """Names of earlier csnet versions (``--backend``), still accepted with a one-line note."""
 
-ModelInput = Union[nn.Module, str, os.PathLike, bytes]
+ModelInput = Union["nn.Module", str, os.PathLike, bytes]
 """A CSNet module; for ``onnxruntime`` also an ``.onnx`` file (path or bytes)."""
 
 
@@ -101,6 +102,8 @@ class Runtime(ABC):
 
     def __init__(self, model: ModelInput, *, device: str = "cpu", threads: Optional[int] = None,
                  cache_dir: Union[str, os.PathLike, None] = None, preset: Optional[str] = None) -> None:
+        from torch import nn
+
         from csnet.models.csnet import CSNet
 
         if not self.available():
@@ -127,7 +130,7 @@ class Runtime(ABC):
         """Build what :meth:`__call__` runs (export, trace, compile), once."""
 
     @abstractmethod
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: "np.ndarray") -> "np.ndarray":
         """``B x 3 x H x W`` float32 (normalized) -> ``B x 1 x H x W`` float32 logits."""
 
     @classmethod
@@ -182,6 +185,8 @@ def create_runtime(name: Optional[str], model: ModelInput, *, device: str = "cpu
         RuntimeUnavailable: the named runtime (or, for auto, every runtime in the order) cannot run here.
         RuntimeChoiceError: an unknown runtime or preset.
     """
+    from torch import nn
+
     name = canonical_name(name)
     onnx_file = not isinstance(model, nn.Module)
     if name != "auto":
