@@ -63,8 +63,8 @@ def test_serve_options_reach_the_app():
 
     pytest.importorskip("cv2")
     pytest.importorskip("pymatting")
-    args = build_parser().parse_args(["serve", "--model", str(model_file()), "--size", str(SIZE), "--backend",
-                                      "torch", "--refine",
+    args = build_parser().parse_args(["serve", "--model", str(model_file()), "--size", str(SIZE), "--runtime",
+                                      "eager", "--refine",
                                       "--max-memory-mb", "512", "--max-upload-mb", "8"])
     app = build_app(args)
     assert app.state.budget.capacity == 512 * 2**20

@@ -203,7 +203,7 @@
 
   fetch("/v1/models").then((r) => r.json()).then((data) => {
     const m = data.models[0];
-    $("model").textContent = "Model " + m.name + " (" + m.backend + " on " + m.device + ").";
+    $("model").textContent = "Model " + m.name + " (" + (m.runtime || m.backend) + " on " + m.device + ").";
     const available = (m.refine && m.refine.available) || [];
     Array.from($("refine").options).forEach((option) => {
       option.disabled = option.value !== "none" && !available.includes(option.value);
