@@ -459,7 +459,8 @@ _WATCH_BATCH = 256  # at most this many new files per round: memory and latency 
 
 def _watch(args: argparse.Namespace, mode: str, background, refine, blur, report: Report, first: list[Job],
            out: Optional[Path]) -> int:
-    """Process ``first``, then poll the input folder and process each new image once its size is stable.
+    """Process ``first``, then poll the input folder and process each new image (or video, animated GIFs
+    included) once its size is stable.
 
     A file is seen once per (path, size, mtime): a file rewritten later is processed again. Ctrl-C ends the
     loop after the round in progress (the pipeline finishes or drops its queued work) with exit code 0.
@@ -476,11 +477,12 @@ def _watch(args: argparse.Namespace, mode: str, background, refine, blur, report
         return job.source, stat.st_size, stat.st_mtime_ns  # type: ignore[return-value]
 
     def process(jobs: list[Job]) -> None:
-        images = [job for job in jobs if not job.video]
-        for job in images:
+        for job in jobs:
             seen.add(stamp(job))
-        run_images(predictor, images, mode=mode, threshold=args.threshold, background=background,
-                   workers=args.workers, report=report, refine=refine, blur=blur)
+        run_images(predictor, [job for job in jobs if not job.video], mode=mode, threshold=args.threshold,
+                   background=background, workers=args.workers, report=report, refine=refine, blur=blur)
+        run_videos(predictor, [job for job in jobs if job.video], threshold=args.threshold, background=background,
+                   report=report, quiet=args.quiet, refine=refine, blur=blur)
 
     try:
         process([job for job in first if job.source is not None])
@@ -490,7 +492,7 @@ def _watch(args: argparse.Namespace, mode: str, background, refine, blur, report
             print(f"watching {root} (Ctrl-C stops)", file=sys.stderr)
         while True:
             time.sleep(_WATCH_INTERVAL_S)
-            jobs = [job for job in collect_inputs([str(root)], exclude=out)[0] if not job.video]
+            jobs = collect_inputs([str(root)], exclude=out)[0]
             ready = []
             for job in jobs:
                 try:

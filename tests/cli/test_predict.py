@@ -1,7 +1,10 @@
 """`csnet predict`: inputs (files, folders, globs, stdin), outputs, modes, failures, skipping, videos."""
+import importlib.util
 import io
 import shutil
 import sys
+import time
+import types
 
 import numpy as np
 import pytest
@@ -273,13 +276,18 @@ def test_watch_processes_new_files_and_stops_on_ctrl_c(tmp_path, monkeypatch):
         polls[0] += 1
         if polls[0] == 1:
             save(folder / "new.png", gradient_image(30, 20))
+            frames = [Image.fromarray(gradient_image(24, 24, seed=i)) for i in range(2)]
+            frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
         if polls[0] == 4:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(predict_cli.time, "sleep", fake_sleep)
+    # only the watch loop's sleep: ffmpeg's writers sleep too, through the same time module
+    monkeypatch.setattr(predict_cli, "time", types.SimpleNamespace(sleep=fake_sleep, perf_counter=time.perf_counter))
     assert predict(folder, "-o", out, "--watch") == 0
     assert (out / "old.png").is_file()
     assert Image.open(out / "new.png").size == (20, 30)
+    if importlib.util.find_spec("imageio_ffmpeg"):  # an animated GIF arriving is a clip, as in a plain run
+        assert (out / "anim.mask.mp4").is_file() and (out / "anim.cutout.webm").is_file()
 
 
 def test_video_to_a_named_file_and_frames_per_second(tmp_path, capsys):
