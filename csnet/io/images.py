@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, TiffTags, UnidentifiedImageError
 
 from csnet.io.atomic import atomic_write_bytes
 
@@ -221,6 +221,7 @@ def _open(source: ImageSource, *, max_pixels: int | None, exif: bool,
             with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 im = Image.open(io.BytesIO(data), formats=FORMATS)
+                _read_metadata(im)
             # Pillow warns about damaged metadata it skipped ("Corrupt EXIF data", "Tag data larger than
             # file"); the pixels are still decoded or refused below, so the warning is a debug note, not
             # noise on the user's terminal.
@@ -250,6 +251,17 @@ def _open(source: ImageSource, *, max_pixels: int | None, exif: bool,
     except Exception as error:  # noqa: BLE001 - OSError, EOFError, zlib.error, SyntaxError, ...
         raise ImageLoadError(name, _decode_problem(error, "image data")) from error
     return im, name
+
+
+def _read_metadata(im: Image.Image) -> None:
+    """Parse a TIFF's EXIF and its EXIF/GPS sub-IFDs now, while warnings are caught: Pillow caches them, so
+    the pixel decode (TIFF's ``load_end`` reads them again) warns about nothing. TIFF only: for PNG,
+    ``getexif`` decodes the whole image, which must wait for the size check."""
+    if im.format == "TIFF":
+        exif = im.getexif()
+        for key in TiffTags.TAGS_V2_GROUPS:
+            if key in exif:
+                exif.get_ifd(key)
 
 
 _SIGNATURES = {

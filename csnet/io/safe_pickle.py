@@ -110,13 +110,14 @@ def load_numpy_pickle(path: Union[str, os.PathLike], *, max_bytes: int = DEFAULT
         raise UnsafePickleError(f"{path}: cannot read ({error.strerror or error})") from error
     try:
         value = _NumpyOnlyUnpickler(io.BytesIO(data)).load()
-    except UnsafePickleError as error:
-        raise UnsafePickleError(f"{path}: {error}; only tensors, numpy arrays and plain containers are "
+    except UnsafePickleError as error:  # the global's name comes from the file: kept on one line
+        raise UnsafePickleError(f"{path}: {' '.join(str(error).split())}; only tensors, numpy arrays and plain containers are "
                                 f"allowed, nothing was executed") from None
     except RecursionError:
         raise UnsafePickleError(f"{path}: nested too deeply to read") from None
     except Exception as error:  # truncated or not a pickle at all
-        raise UnsafePickleError(f"{path}: not a readable pickle ({type(error).__name__}: {error})") from None
+        detail = " ".join(str(error).split())  # one line: the message may quote the file's bytes
+        raise UnsafePickleError(f"{path}: not a readable pickle ({type(error).__name__}: {detail})") from None
     try:
         _check_bounded(value, max_items, max_depth)
     except UnsafePickleError as error:

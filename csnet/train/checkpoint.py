@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -87,7 +88,9 @@ def load_state(path: Union[str, os.PathLike], map_location: Optional[Union[str, 
     if not path.is_file():
         raise CheckpointError(f"{path}: no training state (was the run interrupted before its first epoch ended?)")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols of a damaged file
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
         first = str(error).strip().splitlines()
         raise CheckpointError(f"{path}: not a loadable csnet training state ({first[0] if first else error})") from None

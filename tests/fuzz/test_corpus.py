@@ -8,6 +8,8 @@
   (a traceback from ``load_model``); now ValueError / ModelFileError naming the stage.
 - ``checkpoint/*.pt``: training states with a field missing or of the wrong type loaded silently and
   failed later with a KeyError/TypeError deep in the resume; now CheckpointError naming the field.
+- ``pickle/newline_in_*.bin``: ``.bin`` files whose refusal message quoted the file's bytes, newline and
+  all; now one line.
 """
 from __future__ import annotations
 
@@ -20,13 +22,13 @@ import torch
 
 from csnet.models import ChannelConfig, create_model, save_model
 from csnet.train.checkpoint import CheckpointError, load_state
-from tests.fuzz import test_fuzz_images, test_fuzz_model_files
+from tests.fuzz import test_fuzz_images, test_fuzz_model_files, test_fuzz_pickles
 from tests.fuzz.strategies import corpus_files
 
 
 def test_the_corpus_is_there() -> None:
-    assert {p.parent.name for t in ("images", "model_config", "checkpoint") for p in corpus_files(t)} == {
-        "images", "model_config", "checkpoint"}
+    targets = {"images", "model_config", "checkpoint", "pickle"}
+    assert {p.parent.name for t in targets for p in corpus_files(t)} == targets
 
 
 @pytest.mark.parametrize("path", corpus_files("images"), ids=lambda p: p.name)
@@ -54,3 +56,8 @@ def test_checkpoint_findings(path: Path, tmp_path: Path) -> None:
     shutil.copy(path, copy)
     with pytest.raises(CheckpointError, match="not a usable csnet training state"):
         load_state(copy)
+
+
+@pytest.mark.parametrize("path", corpus_files("pickle"), ids=lambda p: p.name)
+def test_pickle_findings(path: Path, tmp_path: Path) -> None:
+    test_fuzz_pickles._check(tmp_path / path.name, path.read_bytes())
