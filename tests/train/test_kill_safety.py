@@ -221,3 +221,16 @@ def test_a_damaged_state_stops_the_resume_with_one_line(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="cannot resume from this state") as error:
         train(config.replace(epochs=2), run_dir, resume=True)
     assert "\n" not in str(error.value)
+
+
+def test_checkpoint_every_is_a_cli_option_and_a_runtime_field(tmp_path: Path) -> None:
+    from csnet.cli.main import build_parser
+    from csnet.cli.train import _overrides
+    from csnet.train import ConfigError
+    from csnet.train.config import RUNTIME_FIELDS
+
+    args = build_parser().parse_args(["train", "--data", "x", "--checkpoint-every", "500"])
+    assert TrainConfig().replace(**_overrides(args)).checkpoint_every == 500
+    assert "checkpoint_every" in RUNTIME_FIELDS  # how often to save never changes what is computed
+    with pytest.raises(ConfigError, match="checkpoint_every"):
+        TrainConfig(checkpoint_every=0)
