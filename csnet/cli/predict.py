@@ -101,25 +101,11 @@ def make_predictor(args: argparse.Namespace, model: Any = "__args__"):
 
 
 def _set_cpu_threads(threads: Optional[int]) -> None:
-    """The process's CPU thread count, a setting the library leaves alone but the CLI owns (benchmarks/RESULTS.md).
+    """The process's CPU thread count, by the policy ``csnet train`` shares (:mod:`csnet.cli.threads`): ``--threads``
+    when given, one thread on a busy machine. The PyTorch and OpenVINO runtimes take torch's count."""
+    from csnet.cli.threads import set_cpu_threads
 
-    ``--threads`` when given; otherwise one thread when the machine is already busy (1-minute load average at
-    least the core count): threads wait at every op for the one that lost its core, so one thread is faster there
-    (benchmarks/RESULTS.md, run H). The PyTorch and OpenVINO runtimes take torch's count.
-    """
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    elif _machine_is_busy():
-        torch.set_num_threads(1)
-
-
-def _machine_is_busy() -> bool:
-    try:
-        return os.getloadavg()[0] >= (os.cpu_count() or 1)
-    except (AttributeError, OSError):  # no load average on this platform
-        return False
+    set_cpu_threads(threads)
 
 
 # ------------------------------------------------------------------------------------------------
