@@ -6,7 +6,7 @@ can warm-start from it (``csnet train --init stages/<name>.safetensors``).
 
 Writes ``stages/<name>.safetensors`` (the run's model file at that epoch, lineage in its metadata) and
 ``stages/<name>.json``: the command, the config, the metrics row of that epoch, the parent stage and the git
-commit the run was started from. Stages are not bundled: only a stage that beats the bundled weights on the
+commit whose code ran the stage (``--commit``, default the checkout's HEAD). Stages are not bundled: only a stage that beats the bundled weights on the
 held-out split is promoted with ``tools/bundle_weights.py``.
 """
 from __future__ import annotations
@@ -39,10 +39,11 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--parent", default="none", help="the stage this run warm-started from")
     parser.add_argument("--note", default="")
+    parser.add_argument("--commit", help="git commit whose code ran the stage (default: HEAD)")
     args = parser.parse_args()
     row = _metrics_row(args.run_dir, args.epoch)
     model = load_model(args.run_dir / "last.safetensors")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+    commit = subprocess.run(["git", "rev-parse", args.commit or "HEAD"], capture_output=True, text=True,
                             cwd=STAGES.parent).stdout.strip()
     lineage = {
         "name": args.name,
