@@ -66,10 +66,23 @@ def is_video(path: Union[str, os.PathLike]) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def is_animated_gif(path: Union[str, os.PathLike]) -> bool:
-    """Whether ``path`` is a GIF of more than one frame (a file Pillow cannot open is not: the image decoder
-    reports it)."""
-    if Path(path).suffix.lower() != ".gif":
+def is_animated_gif(source: Union[str, os.PathLike, bytes]) -> bool:
+    """Whether ``source`` (a path, or an upload's bytes) is a GIF of more than one frame (one Pillow cannot
+    open is not: the image decoder reports it)."""
+    import io
+
+    from PIL import Image
+
+    if isinstance(source, bytes):
+        if not source.startswith(b"GIF8"):
+            return False
+        source = io.BytesIO(source)
+    elif Path(source).suffix.lower() != ".gif":
+        return False
+    try:
+        with Image.open(source, formats=("GIF",)) as image:
+            return getattr(image, "n_frames", 1) > 1
+    except (OSError, ValueError, SyntaxError):
         return False
     from PIL import Image
 

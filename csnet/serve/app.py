@@ -39,6 +39,7 @@ from typing import Any, Dict, Literal, Optional, Sequence
 import numpy as np
 
 from csnet import __version__
+from csnet.infer.video import is_animated_gif as animated_gif
 from csnet.io.images import DEFAULT_MAX_PIXELS, encode_image
 from csnet.serve.batching import MicroBatcher
 from csnet.serve.budget import MemoryBudget, header_pixels, request_cost
@@ -214,10 +215,11 @@ def create_app(predictor, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     def decode(data: bytes):
         try:
             image = load_image(data, max_pixels=max_pixels)
+            warning = "animated GIF: only its first frame was used" if animated_gif(data) else None
         except ImageLoadError as error:
             status = 413 if error.problem.startswith("too large") else 422
             raise UploadError(status, f"cannot use the image: {error.problem}") from None
-        return image, predictor.preprocess(image)
+        return image, predictor.preprocess(image), warning
 
     def finish(image: np.ndarray, logits: np.ndarray, job: _Job):
         height, width = image.shape[:2]
@@ -247,12 +249,18 @@ def create_app(predictor, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                                    f"more than the service's memory budget of {budget.capacity / 2**20:.0f} MiB "
                                    "(csnet serve --max-memory-mb)")
         async with inflight, budget.hold(cost):
-            image, x = await run_in_threadpool(decode, data)
+            image, x, warning = await run_in_threadpool(decode, data)
             logits = await asyncio.wrap_future(batcher.submit(x))
-            return await run_in_threadpool(finish, image, logits, job)
+            result = await run_in_threadpool(finish, image, logits, job)
+        if warning is not None and isinstance(result, dict):
+            result["warning"] = warning
+        return result, warning
 
-    def png(result: bytes) -> Response:
-        return Response(result, media_type="image/png", headers={"Cache-Control": "no-store"})
+    def png(result: bytes, warning: Optional[str] = None) -> Response:
+        headers = {"Cache-Control": "no-store"}
+        if warning is not None:
+            headers["X-Csnet-Warning"] = warning  # a clip is a video for csnet predict, not for one request
+        return Response(result, media_type="image/png", headers=headers)
 
     @app.post("/v1/saliency", summary="saliency mask, cutout or region of an uploaded image",
               openapi_extra=_UPLOAD_DOC, responses={200: {"content": {"image/png": {}}}, **_ERRORS})
@@ -262,8 +270,8 @@ def create_app(predictor, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                            None, description="edge refinement of the mask and cutout (default: the server's)")):
         job = _Job(output, threshold, choose_refine(refine))
         data, _ = await receive(request)
-        result = await process(data, job)
-        return JSONResponse(result) if output == "json" else png(result)
+        result, warning = await process(data, job)
+        return JSONResponse(result) if output == "json" else png(result, warning)
 
     @app.post("/api/remove", summary="rembg-compatible: the cutout of an uploaded image (field file)",
               description="Takes what rembg's server takes (see csnet.serve.compat): a=true is alpha matting, "
@@ -277,7 +285,7 @@ def create_app(predictor, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         options = parse_rembg_options(fields, dict(request.query_params))
         mode = "matting" if options.matting else refine
         job = _Job("mask" if options.only_mask else "cutout", None, choose_refine(mode), options.background)
-        return png(await process(data, job))
+        return png(*await process(data, job))
 
     @app.get("/api/remove", include_in_schema=False)
     async def rembg_remove_url():

@@ -189,3 +189,21 @@ def test_a_48_megapixel_photo_is_served_with_the_default_limits():
         response = saliency(client, data)
         assert response.status_code == 200, response.text
         assert Image.open(io.BytesIO(response.content)).size == (8000, 6000)
+
+
+def test_an_animated_gif_upload_says_only_its_first_frame_was_used(client) -> None:
+    frames = [Image.new("RGB", (48, 32), colour) for colour in ((200, 30, 30), (30, 200, 30), (30, 30, 200))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    gif = buffer.getvalue()
+    response = client.post("/v1/saliency", files={"image": ("clip.gif", gif, "image/gif")})
+    assert response.status_code == 200
+    assert "first frame" in response.headers["X-Csnet-Warning"]
+    assert Image.open(io.BytesIO(response.content)).size == (48, 32)
+    described = client.post("/v1/saliency", params={"output": "json"},
+                            files={"image": ("clip.gif", gif, "image/gif")}).json()
+    assert "first frame" in described["warning"]
+    still = io.BytesIO()
+    frames[0].save(still, format="GIF")
+    plain = client.post("/v1/saliency", files={"image": ("still.gif", still.getvalue(), "image/gif")})
+    assert plain.status_code == 200 and "X-Csnet-Warning" not in plain.headers
