@@ -134,8 +134,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="threads decoding and encoding images around the model (default min(4, cores))")
     parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs already exist")
     parser.add_argument("--watch", action="store_true",
-                        help="with one input folder: keep running and process images and videos (animated GIFs too) as they arrive (polled "
-                             "every second, a file once its size stopped changing); Ctrl-C stops")
+                        help="with one input folder: keep running and process images and videos (animated GIFs "
+                             "too) as they arrive (polled every second, a file once its size stopped changing); "
+                             "Ctrl-C stops")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
 
