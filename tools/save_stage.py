@@ -34,14 +34,20 @@ def _metrics_row(run_dir: Path, epoch: int) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--epoch", type=int, required=True, help="the epoch whose model is kept (last.safetensors "
-                                                                 "must be from it)")
+    parser.add_argument("--epoch", type=int, help="the finished epoch whose model is kept (last.safetensors must "
+                                                 "be from it); omit for a mid-epoch checkpoint (--checkpoint-every)")
+    parser.add_argument("--scores", type=Path, help="csnet evaluate --json output of the kept model on the "
+                                                    "held-out split (needed without --epoch)")
     parser.add_argument("--name", required=True)
     parser.add_argument("--parent", default="none", help="the stage this run warm-started from")
     parser.add_argument("--note", default="")
     parser.add_argument("--commit", help="git commit whose code ran the stage (default: HEAD)")
     args = parser.parse_args()
-    row = _metrics_row(args.run_dir, args.epoch)
+    if args.epoch is None and args.scores is None:
+        parser.error("a mid-epoch stage needs --scores (its held-out figures)")
+    row = _metrics_row(args.run_dir, args.epoch) if args.epoch is not None else {}
+    if args.scores is not None:
+        row["held_out"] = json.loads(args.scores.read_text())
     model = load_model(args.run_dir / "last.safetensors")
     commit = subprocess.run(["git", "rev-parse", args.commit or "HEAD"], capture_output=True, text=True,
                             cwd=STAGES.parent).stdout.strip()
@@ -51,7 +57,7 @@ def main() -> None:
         "note": args.note,
         "command": (args.run_dir / "command.txt").read_text().strip(),
         "config": json.loads((args.run_dir / "config.json").read_text()),
-        "epoch": args.epoch,
+        "epoch": args.epoch if args.epoch is not None else "mid-epoch (last checkpoint of --checkpoint-every)",
         "metrics": row,
         "git_commit": commit,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -60,7 +66,7 @@ def main() -> None:
     out = save_model(model, STAGES / f"{args.name}.safetensors", metadata={"lineage": lineage})
     atomic_write_text(STAGES / f"{args.name}.json", json.dumps(lineage, indent=1) + "\n")
     print(f"{out} ({out.stat().st_size:,} bytes, {lineage['parameters']:,} params), "
-          f"val max F {row.get('val_maxF')} MAE {row.get('val_MAE')}")
+          f"val max F {row.get('val_maxF', '-')} MAE {row.get('val_MAE', '-')}")
 
 
 if __name__ == "__main__":
