@@ -370,13 +370,9 @@ def _write_stdout(job: Job, array) -> None:
 
 def _warn_if_animated(path: Path) -> None:
     """An animated GIF is predicted on its first frame only: say so rather than let the rest vanish silently."""
-    from PIL import Image
+    from csnet.infer.video import gif_frames
 
-    try:
-        with Image.open(path) as image:
-            frames = getattr(image, "n_frames", 1)
-    except OSError:
-        return  # the decoder reports the file itself
+    frames = gif_frames(path)
     if frames > 1:
         log.warning("%s: animated GIF with %d frames; only the first is used (pip install 'csnet[video]' to "
                     "process every frame, as a video)", path, frames)
@@ -395,8 +391,8 @@ def run_images(predictor, jobs: list[Job], *, mode: str, threshold: Optional[flo
 
     def decode(job: Job):
         source = stdin_bytes if job.source is None else job.source
-        if job.source is not None and job.source.suffix.lower() == ".gif":
-            _warn_if_animated(job.source)
+        if job.source is not None:
+            _warn_if_animated(job.source)  # no-op for anything but a .gif
         image = load_image(source, max_pixels=predictor.max_pixels)
         return (image if keep_image else image.shape[:2]), predictor.preprocess(image)
 

@@ -38,8 +38,8 @@ import numpy as np
 from csnet.infer import compose
 from csnet.io.atomic import atomic_path
 
-__all__ = ["VIDEO_SUFFIXES", "VIDEO_OUTPUTS", "VideoError", "is_video", "is_animated_gif", "video_output_paths",
-           "predict_video"]
+__all__ = ["VIDEO_SUFFIXES", "VIDEO_OUTPUTS", "VideoError", "is_video", "gif_frames", "is_animated_gif",
+           "video_output_paths", "predict_video"]
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +66,29 @@ def is_video(path: Union[str, os.PathLike]) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def is_animated_gif(source: Union[str, os.PathLike, bytes]) -> bool:
-    """Whether ``source`` (a path, or an upload's bytes) is a GIF of more than one frame (one Pillow cannot
-    open is not: the image decoder reports it)."""
+def gif_frames(source: Union[str, os.PathLike, bytes]) -> int:
+    """Frames of the GIF ``source`` (a path, or an upload's bytes); 1 for anything else, and for a file Pillow
+    cannot open (the image decoder reports it)."""
     import io
 
     from PIL import Image
 
     if isinstance(source, bytes):
         if not source.startswith(b"GIF8"):
-            return False
+            return 1
         source = io.BytesIO(source)
     elif Path(source).suffix.lower() != ".gif":
-        return False
+        return 1
     try:
         with Image.open(source, formats=("GIF",)) as image:
-            return getattr(image, "n_frames", 1) > 1
+            return getattr(image, "n_frames", 1)
     except (OSError, ValueError, SyntaxError):
-        return False
+        return 1
+
+
+def is_animated_gif(source: Union[str, os.PathLike, bytes]) -> bool:
+    """Whether ``source`` is a GIF of more than one frame."""
+    return gif_frames(source) > 1
     from PIL import Image
 
     try:
