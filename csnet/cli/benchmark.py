@@ -62,7 +62,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="time the uint8 NHWC -> normalized conversion (NumPy) too")
     parser.add_argument("--tune-malloc", action="store_true",
                         help="keep freed activations in the heap (glibc mallopt; process-wide, as csnet predict "
-                             "does: csnet.infer.malloc.tune_malloc)")
+                             "does: csnet.cli.malloc.tune_malloc)")
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip comparing every runtime's logits with the eager model")
     parser.add_argument("--json", type=Path, default=None, metavar="F", help="write the rows as a JSON list")
@@ -157,7 +157,7 @@ def _run(args: argparse.Namespace, model, device: str, runtimes: list[str], batc
 
     env = environment()
     if args.tune_malloc:
-        from csnet.infer.malloc import tune_malloc
+        from csnet.cli.malloc import tune_malloc
 
         env["tune_malloc"] = tune_malloc()
     print(f"csnet benchmark: {args.model} on {device} ({env['gpu'] if device == 'cuda' else env['processor']}), "

@@ -94,7 +94,7 @@ def make_predictor(args: argparse.Namespace, model: Any = "__args__"):
     except (ModelFileError, RuntimeUnavailable, RuntimeChoiceError, ImportError) as error:
         raise CLIError(str(error)) from None
     if predictor.device == "cpu" and predictor.runtime_name in ("openvino", "torchscript", "eager"):
-        from csnet.infer.malloc import tune_malloc
+        from csnet.cli.malloc import tune_malloc
 
         tune_malloc()  # glibc keeps freed activations for the next forward (benchmarks/RESULTS.md)
     return predictor

@@ -184,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
     from csnet.train import ConfigError, TrainConfig, TrainingError, resume_config, train
     from csnet.train.checkpoint import CheckpointError
 
+    from csnet.cli.malloc import tune_malloc
     from csnet.cli.threads import set_cpu_threads
 
     overrides = _overrides(args)
@@ -191,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         set_cpu_threads(args.threads)  # the policy csnet predict uses (csnet/cli/threads.py)
     except ValueError as error:
         raise CLIError(str(error)) from None
+    tune_malloc()  # every step reuses the last step's buffers instead of faulting them in (csnet/cli/malloc.py)
     try:
         if args.resume:
             if args.config:

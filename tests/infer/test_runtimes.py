@@ -185,7 +185,7 @@ def test_released_weights_through_every_cpu_runtime():
 
 
 def test_tune_malloc_applies_or_says_it_does_not():
-    from csnet.infer.malloc import tune_malloc
+    from csnet.cli.malloc import tune_malloc
 
     assert tune_malloc() in (True, False)
 
