@@ -20,31 +20,40 @@ __all__ = ["TrainMode", "TODAY", "FAST", "TRAIN_MODES", "train_config_for", "ben
 
 @dataclass(frozen=True)
 class TrainMode:
-    """How a step runs: batch size, memory format and autocast precision (the maths stays the same)."""
+    """How a step runs: batch size, memory format, autocast precision, what is compiled and the malloc
+    policy (the maths stays the same)."""
 
     name: str
     batch_size: int
     channels_last: bool
     amp: str  # a TrainConfig amp value: "off" or "bf16" on the CPU
+    compile: str = "off"  # a TrainConfig compile value
+    tune_malloc: bool = False  # csnet.cli.malloc.tune_malloc, as csnet train applies it
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-#: The release's step as the trainer ran it before: fp32 NCHW, batch 24.
+#: The release's step as the trainer ran it before: fp32 NCHW, batch 24, glibc's default malloc.
 TODAY = TrainMode("fp32-nchw", 24, False, "off")
-#: The recipe's fast step on the CPU: NHWC + bf16 autocast (fp32 master weights and loss), a batch small
-#: enough that the 224 px activations stay in cache (the 224 px step at batch 24 falls off a memory cliff).
-FAST = TrainMode("bf16-nhwc", 8, True, "bf16")
-TRAIN_MODES = {mode.name: mode for mode in (TODAY, FAST,
-                                           TrainMode("bf16-nhwc-b4", 4, True, "bf16"),
-                                           TrainMode("bf16-nhwc-b16", 16, True, "bf16"),
-                                           TrainMode("fp32-nhwc", 24, True, "off"))}
+#: The recipe's fast step on the CPU: bf16 autocast (fp32 master weights and loss), batch 8, BatchNorm +
+#: PReLU compiled into one region, freed buffers reused (csnet train's malloc policy). NCHW: at CSNet's
+#: widths NHWC gains nothing (benchmarks/RESULTS.md).
+FAST = TrainMode("fast", 8, False, "bf16", "norm-act", True)
+TRAIN_MODES = {mode.name: mode for mode in (
+    TODAY, FAST,
+    TrainMode("fp32-malloc", 24, False, "off", tune_malloc=True),  # today's step, buffers reused
+    TrainMode("bf16-b8", 8, False, "bf16", tune_malloc=True),  # the fast step without the compiled region
+    TrainMode("fast-b4", 4, False, "bf16", "norm-act", True),
+    TrainMode("fast-b16", 16, False, "bf16", "norm-act", True),
+    TrainMode("fast-nhwc", 8, True, "bf16", "norm-act", True),
+    TrainMode("bf16-nhwc", 8, True, "bf16"))}  # the previous fast step
 
 
 def train_config_for(mode: TrainMode, base: TrainConfig = TrainConfig(), **changes: Any) -> TrainConfig:
     """``base`` with ``mode``'s batch size, memory format and precision."""
-    return base.replace(batch_size=mode.batch_size, channels_last=mode.channels_last, amp=mode.amp, **changes)
+    return base.replace(batch_size=mode.batch_size, channels_last=mode.channels_last, amp=mode.amp,
+                        compile=mode.compile, **changes)
 
 
 def synthetic_batch(batch: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,48 +68,25 @@ def synthetic_batch(batch: int, size: int, seed: int = 0) -> tuple[torch.Tensor,
 
 
 def benchmark_train(model_name: str, modes: Sequence[TrainMode], *, size: int = 224, steps: int = 10,
-                    warmup: int = 2, max_seconds: Optional[float] = 120.0,
-                    base: TrainConfig = TrainConfig()) -> list[dict[str, Any]]:
-    """One row per mode: median step time, images/s, first-step time and the losses seen.
+                    warmup: int = 2, max_seconds: Optional[float] = 120.0, base: TrainConfig = TrainConfig(),
+                    threads: Optional[int] = None, isolate: bool = True) -> list[dict[str, Any]]:
+    """One row per mode: median step time, images/s, first-step time (compile included) and the losses seen.
 
     Each mode trains a fresh copy of the same initial model (seed 0), so the rows differ only in the mode.
+    With ``isolate`` (the default) each mode runs in a fresh process: the malloc policy is process-wide and
+    compiled code is cached per process, so a row measured after another would not be that mode's own cost.
     """
-    from csnet.models import create_model, load_model
-    from csnet.train.optim import release_init_
-    from csnet.train.step import build_train_step
-    from csnet.train.trainer import _amp_dtype
+    args = (model_name, size, steps, warmup, max_seconds, base.to_dict(), threads)
+    if isolate:
+        import multiprocessing
 
-    rows = []
-    for mode in modes:
-        config = train_config_for(mode, base, model=model_name, size=size, weight_decay_mode="standard")
-        torch.manual_seed(0)
-        if model_name.endswith(".safetensors"):
-            model = load_model(model_name)
-        else:
-            model = create_model(model_name)
-            release_init_(model)
-        memory_format = torch.channels_last if mode.channels_last else torch.contiguous_format
-        model.train().to(memory_format=memory_format)
-        step = build_train_step(model, model, config, _amp_dtype(mode.amp, torch.device("cpu")))
-        images, masks = synthetic_batch(mode.batch_size, size)
-        start = time.perf_counter()
-        first = step(images, masks)[0].item()
-        first_step_s = time.perf_counter() - start
-        for _ in range(max(0, warmup - 1)):
-            step(images, masks)
-        times, losses = [], []
-        begin = time.perf_counter()
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            loss = step(images, masks)[0]
-            losses.append(loss.item())  # the sync is inside the timed region, as the trainer's log is per step
-            times.append(time.perf_counter() - t0)
-            if max_seconds is not None and time.perf_counter() - begin > max_seconds and len(times) >= 3:
-                break
-        median = statistics.median(times)
-        rows.append({"mode": mode.name, **mode.to_dict(), "model": model_name, "size": size, "steps": len(times),
-                     "step_ms": median * 1000.0, "images_per_s": mode.batch_size / median,
-                     "first_step_s": first_step_s, "loss_first": first, "loss_last": losses[-1]})
+        context = multiprocessing.get_context("spawn")
+        rows = []
+        for mode in modes:
+            with context.Pool(1) as pool:
+                rows.append(pool.apply(_benchmark_mode, (mode, *args)))
+    else:
+        rows = [_benchmark_mode(mode, *args) for mode in modes]
     if rows:
         reference = rows[0]["images_per_s"]
         for row in rows:
@@ -108,10 +94,61 @@ def benchmark_train(model_name: str, modes: Sequence[TrainMode], *, size: int = 
     return rows
 
 
+def _benchmark_mode(mode: TrainMode, model_name: str, size: int, steps: int, warmup: int,
+                    max_seconds: Optional[float], base: dict[str, Any], threads: Optional[int]) -> dict[str, Any]:
+    """One mode's row, measured in this process."""
+    from csnet.models import create_model, load_model
+    from csnet.train.compile import compile_norm_act
+    from csnet.train.optim import release_init_
+    from csnet.train.step import build_train_step
+    from csnet.train.trainer import _amp_dtype
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if mode.tune_malloc:
+        from csnet.cli.malloc import tune_malloc
+
+        tune_malloc()
+    config = train_config_for(mode, TrainConfig.from_dict(base), model=model_name, size=size,
+                              weight_decay_mode="standard")
+    torch.manual_seed(0)
+    if model_name.endswith(".safetensors"):
+        model = load_model(model_name)
+    else:
+        model = create_model(model_name)
+        release_init_(model)
+    memory_format = torch.channels_last if mode.channels_last else torch.contiguous_format
+    model.train().to(memory_format=memory_format)
+    if mode.compile == "norm-act":
+        compile_norm_act(model)
+    step = build_train_step(model, model, config, _amp_dtype(mode.amp, torch.device("cpu")))
+    images, masks = synthetic_batch(mode.batch_size, size)
+    start = time.perf_counter()
+    first = step(images, masks)[0].item()
+    first_step_s = time.perf_counter() - start
+    for _ in range(max(0, warmup - 1)):
+        step(images, masks)
+    times, losses = [], []
+    begin = time.perf_counter()
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss = step(images, masks)[0]
+        losses.append(loss.item())  # the sync is inside the timed region, as the trainer's log is per step
+        times.append(time.perf_counter() - t0)
+        if max_seconds is not None and time.perf_counter() - begin > max_seconds and len(times) >= 3:
+            break
+    median = statistics.median(times)
+    return {"mode": mode.name, **mode.to_dict(), "model": model_name, "size": size, "steps": len(times),
+            "threads": torch.get_num_threads(), "step_ms": median * 1000.0, "images_per_s": mode.batch_size / median,
+            "first_step_s": first_step_s, "loss_first": first, "loss_last": losses[-1]}
+
+
 def format_train_rows(rows: Sequence[dict[str, Any]]) -> str:
-    header = f"{'mode':<16} {'batch':>5} {'NHWC':>5} {'amp':>5} {'step ms':>9} {'img/s':>7} {'x':>5} {'first s':>8}"
+    header = (f"{'mode':<12} {'batch':>5} {'NHWC':>5} {'amp':>5} {'compile':>8} {'malloc':>6} {'step ms':>9} "
+              f"{'img/s':>7} {'x':>5} {'first s':>8}")
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['mode']:<16} {r['batch_size']:>5} {str(r['channels_last']):>5} {r['amp']:>5} "
-                     f"{r['step_ms']:>9.1f} {r['images_per_s']:>7.2f} {r['speedup']:>5.2f} {r['first_step_s']:>8.1f}")
+        lines.append(f"{r['mode']:<12} {r['batch_size']:>5} {str(r['channels_last']):>5} {r['amp']:>5} "
+                     f"{r['compile']:>8} {'reuse' if r['tune_malloc'] else 'glibc':>6} {r['step_ms']:>9.1f} "
+                     f"{r['images_per_s']:>7.2f} {r['speedup']:>5.2f} {r['first_step_s']:>8.1f}")
     return "\n".join(lines)

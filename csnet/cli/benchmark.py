@@ -243,7 +243,8 @@ def _train(args: argparse.Namespace) -> int:
           f"load average {load_average()}")
     try:
         rows = benchmark_train(model, [TRAIN_MODES[n] for n in names], size=height, steps=args.steps,
-                               warmup=args.warmup if args.warmup != 10 else 2, max_seconds=args.max_seconds * 4)
+                               warmup=args.warmup if args.warmup != 10 else 2, max_seconds=args.max_seconds * 4,
+                               threads=threads)
     except (KeyError, ValueError) as error:
         raise CLIError(str(error)) from None
     finally:

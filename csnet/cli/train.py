@@ -53,6 +53,7 @@ _HELP = {
     "checkpoint_every": "also checkpoint every N steps inside an epoch (a kill loses at most N steps; resume "
                         "continues from that step exactly)",
     "channels_last": "NHWC memory format for the model and batches (same maths, faster)",
+    "compile": "off, or norm-act: torch.compile fuses each BatchNorm + PReLU pair (compiled once, at the first step)",
     "loss": "bce (release) or bce+iou",
     "lr_schedule": "step (MultiStepLR at --milestones, release) or cosine (warm-up, then cosine to 0)",
     "warmup_epochs": "epochs of linear warm-up for --lr-schedule cosine",
@@ -82,11 +83,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--threads", type=int, metavar="N",
                      help="CPU threads per process (default: one per core, or 1 when the machine is already busy: "
                           "load average >= cores)")
-    from csnet.train.config import (AMP_MODES, CACHE_MODES, DEVICES, LOSSES, LR_SCHEDULES, WEIGHT_DECAY_MODES,
-                                    TrainConfig)
+    from csnet.train.config import (AMP_MODES, CACHE_MODES, COMPILE_MODES, DEVICES, LOSSES, LR_SCHEDULES,
+                                    WEIGHT_DECAY_MODES, TrainConfig)
 
     choices = {"weight_decay_mode": WEIGHT_DECAY_MODES, "cache": CACHE_MODES, "device": DEVICES, "amp": AMP_MODES,
-               "loss": LOSSES, "lr_schedule": LR_SCHEDULES}
+               "loss": LOSSES, "lr_schedule": LR_SCHEDULES, "compile": COMPILE_MODES}
     defaults = TrainConfig()
     recipe = parser.add_argument_group("recipe (each overrides --config; default: the release recipe)")
     for field in _fields():

@@ -20,10 +20,11 @@ CACHE_MODES = ("memory", "disk", "none")
 DEVICES = ("auto", "cpu", "cuda")
 LOSSES = ("bce", "bce+iou")
 LR_SCHEDULES = ("step", "cosine")
+COMPILE_MODES = ("off", "norm-act")  # csnet.train.compile
 
 #: Fields that may change when a run is resumed: they do not change what is computed.
 RUNTIME_FIELDS = frozenset({"epochs", "workers", "device", "cache", "cache_dir", "tensorboard", "log_every",
-                            "val_every", "label_dir", "checkpoint_every"})
+                            "val_every", "label_dir", "checkpoint_every", "compile"})
 
 
 class ConfigError(ValueError):
@@ -71,6 +72,8 @@ class TrainConfig:
             killed run loses at most N steps of a long epoch; a resume continues from that step exactly.
         channels_last: run the model and batches in NHWC memory format (same maths; faster on CPUs and
             tensor cores).
+        compile: ``off`` (eager) or ``norm-act``: each BatchNorm + PReLU pair runs as one ``torch.compile``
+            region in training (:mod:`csnet.train.compile`; same maths, compiled once at the first step).
         loss: ``bce`` (the release) or ``bce+iou`` (BCE plus a soft IoU term per image, which rewards whole,
             confident silhouettes rather than per-pixel hedging).
         lr_schedule: ``step`` (MultiStepLR at ``milestones``, the release) or ``cosine`` (linear warm-up over
@@ -119,6 +122,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: Optional[int] = None
     channels_last: bool = False
+    compile: str = "off"
     loss: str = "bce"
     lr_schedule: str = "step"
     warmup_epochs: int = 0
@@ -161,6 +165,8 @@ class TrainConfig:
         check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
         check(self.checkpoint_every is None or self.checkpoint_every >= 1,
               f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        check(self.compile in COMPILE_MODES,
+              f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         check(self.lr_schedule in LR_SCHEDULES,
               f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")

@@ -177,6 +177,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         # Where a mid-epoch state left epoch ``self.epoch + 1`` (see _train_epoch); None at an epoch boundary.
         self._progress: Optional[dict[str, Any]] = None
+        self._compile_timed = False
         self._writer = None
 
     # -- setup ------------------------------------------------------------------------------------------
@@ -258,6 +259,11 @@ class Trainer:
         model.train().to(self.device, memory_format=self.memory_format)
         if cfg.sync_bn and self.info.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if cfg.compile == "norm-act":
+            from csnet.train.compile import compile_norm_act
+
+            blocks = compile_norm_act(model)  # compiled at the first step, timed there
+            logger.info("compile norm-act: %d BatchNorm + PReLU blocks run as one compiled region", blocks)
         self.model = model
         self.dwd = (DynamicWeightDecay(model, cfg.dwd_strength, scale_weights=cfg.dwd_scale_weights)
                     if cfg.weight_decay_mode == "dwd" else None)
@@ -363,10 +369,14 @@ class Trainer:
 
             bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
                        dynamic_ncols=True, leave=False)
-        start = time.perf_counter()
+        start, seen_before = time.perf_counter(), seen
         try:
             for step, (images, masks) in enumerate(self.batches, start=done + 1):
                 loss, bce, reg = self.train_step(images, masks)
+                if step == done + 1 and cfg.compile != "off" and not self._compile_timed:
+                    self._compile_timed = True
+                    loss.item()  # the one sync that makes the first step's time (compile included) honest
+                    logger.info("first step with compile %s: %.1f s", cfg.compile, time.perf_counter() - start)
                 sums += torch.stack([loss, bce, reg]).double()
                 seen += images.shape[0]
                 if step % cfg.log_every == 0 or step == steps:
@@ -377,9 +387,13 @@ class Trainer:
                         raise DivergedError(self._diverged_message(epoch, step, mean_loss))
                     checked_steps = step
                     if bar is not None:
-                        rate = seen * self.info.world_size / max(time.perf_counter() - start, 1e-9)
+                        rate = (seen - seen_before) * self.info.world_size / max(time.perf_counter() - start, 1e-9)
                         bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.1e}", img_s=f"{rate:.1f}", refresh=False)
                         bar.update(step - bar.n)
+                    elif self.info.is_main:
+                        rate = (seen - seen_before) * self.info.world_size / max(time.perf_counter() - start, 1e-9)
+                        logger.info("epoch %d step %d/%d: loss %.4f, lr %.1e, %.2f images/s", epoch, step, steps,
+                                    mean_loss, lr, rate)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps:
                     self._checkpoint_mid_epoch(epoch, step, sums, seen, checked_steps,
                                                earlier + time.perf_counter() - start)

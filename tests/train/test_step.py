@@ -1,5 +1,5 @@
-"""The training step: today's fp32 NCHW step and the fast bf16 NHWC step learn the same thing; the losses and
-the warm-up + cosine schedule do what they say."""
+"""The training step: today's fp32 step and the fast step (bf16, compiled BatchNorm + PReLU, reused buffers)
+learn the same thing; the losses and the warm-up + cosine schedule do what they say."""
 from __future__ import annotations
 
 import math
@@ -9,6 +9,7 @@ import torch
 
 from csnet.bench.train_bench import FAST, TODAY, benchmark_train, synthetic_batch, train_config_for
 from csnet.models import create_model
+from csnet.train.compile import compile_norm_act
 from csnet.train.losses import saliency_loss, soft_iou_loss
 from csnet.train.optim import WarmupCosine, release_init_
 from csnet.train.step import build_train_step
@@ -22,6 +23,8 @@ def _losses(mode, steps: int, batch: int = 4, size: int = 32) -> list[float]:
     model = create_model("csnet_x1")
     release_init_(model)
     model.train().to(memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    if config.compile == "norm-act":
+        compile_norm_act(model)
     step = build_train_step(model, model, config, _amp_dtype(config.amp, torch.device("cpu")))
     losses = []
     for i in range(steps):
@@ -31,7 +34,7 @@ def _losses(mode, steps: int, batch: int = 4, size: int = 32) -> list[float]:
 
 
 def test_fast_step_follows_the_fp32_step_over_hundreds_of_steps(one_thread) -> None:
-    # Same batches and batch size, so only the precision and the layout differ: bf16 rounds activations to
+    # Same batches and batch size, so only the precision and the compiled kernels differ: bf16 rounds activations to
     # 8 mantissa bits (relative error ~4e-3), fp32 master weights keep the updates exact, so the two loss
     # curves must stay within a few percent of each other all the way, and both must learn.
     fp32 = _losses(TODAY, 240)
@@ -44,11 +47,13 @@ def test_fast_step_follows_the_fp32_step_over_hundreds_of_steps(one_thread) -> N
     assert sum(fp32[-window:]) < 0.6 * sum(fp32[:window])
 
 
-def test_benchmark_rows_name_each_mode(one_thread) -> None:
-    rows = benchmark_train("csnet_x1", [TODAY, FAST], size=32, steps=2, warmup=1)
+def test_benchmark_rows_name_each_mode_each_measured_in_its_own_process(one_thread) -> None:
+    rows = benchmark_train("csnet_x1", [TODAY, FAST], size=32, steps=2, warmup=1, threads=1)
     assert [r["mode"] for r in rows] == [TODAY.name, FAST.name]
     assert rows[0]["speedup"] == 1.0 and all(r["images_per_s"] > 0 for r in rows)
     assert rows[1]["batch_size"] == FAST.batch_size and rows[1]["amp"] == "bf16"
+    assert rows[1]["compile"] == "norm-act" and rows[1]["tune_malloc"] and not rows[0]["tune_malloc"]
+    assert all(r["threads"] == 1 for r in rows)
 
 
 def test_soft_iou_is_zero_for_a_perfect_map_and_bce_iou_adds_it() -> None:
