@@ -79,12 +79,12 @@ def benchmark_train(model_name: str, modes: Sequence[TrainMode], *, size: int = 
     args = (model_name, size, steps, warmup, max_seconds, base.to_dict(), threads)
     if isolate:
         import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-        context = multiprocessing.get_context("spawn")
         rows = []
-        for mode in modes:
-            with context.Pool(1) as pool:
-                rows.append(pool.apply(_benchmark_mode, (mode, *args)))
+        for mode in modes:  # a graceful shutdown per mode: the worker exits on its own, nothing is left behind
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                rows.append(pool.submit(_benchmark_mode, mode, *args).result())
     else:
         rows = [_benchmark_mode(mode, *args) for mode in modes]
     if rows:
