@@ -34,6 +34,11 @@ class OpenVinoPreset:
     #: float32 (OpenVINO would otherwise pick bf16 on CPUs that have it) or bfloat16 (faster where the CPU has
     #: AVX512-BF16/AMX, within ~1e-2 on probabilities)
     dtype: str = "float32"
+    #: OpenVINO's ENABLE_CPU_PINNING. Off: pinned, each of the two inference threads is tied to one core while it
+    #: runs, so any other thread on that core (the caller, a busy neighbour, the hypervisor) stalls the whole
+    #: parallel loop and 2-thread latency falls to 1-thread latency at random; unpinned, the OS moves the thread
+    #: (measured in benchmarks/RESULTS.md, "OpenVINO's latency flip")
+    pin_threads: bool = False
 
     @property
     def precision(self) -> str:
@@ -63,7 +68,8 @@ class OpenVinoRuntime(Runtime):
         if compiled is not None:
             self.core.set_property({"CACHE_DIR": str(compiled)})
         self.config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": self.threads,
-                       "INFERENCE_PRECISION_HINT": self.preset.precision}
+                       "INFERENCE_PRECISION_HINT": self.preset.precision,
+                       "ENABLE_CPU_PINNING": self.preset.pin_threads}
         self._requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
 
     def _export(self, model) -> tuple[bytes, Optional[object]]:
