@@ -369,7 +369,8 @@ class Trainer:
 
             bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
                        dynamic_ncols=True, leave=False)
-        start, seen_before = time.perf_counter(), seen
+        start = time.perf_counter()
+        mark_time, mark_seen = start, seen
         try:
             for step, (images, masks) in enumerate(self.batches, start=done + 1):
                 loss, bce, reg = self.train_step(images, masks)
@@ -386,12 +387,13 @@ class Trainer:
                     if not math.isfinite(mean_loss):
                         raise DivergedError(self._diverged_message(epoch, step, mean_loss))
                     checked_steps = step
+                    now = time.perf_counter()  # the speed since the last check: a compile or a pause ages out
+                    rate = (seen - mark_seen) * self.info.world_size / max(now - mark_time, 1e-9)
+                    mark_time, mark_seen = now, seen
                     if bar is not None:
-                        rate = (seen - seen_before) * self.info.world_size / max(time.perf_counter() - start, 1e-9)
                         bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.1e}", img_s=f"{rate:.1f}", refresh=False)
                         bar.update(step - bar.n)
                     elif self.info.is_main:
-                        rate = (seen - seen_before) * self.info.world_size / max(time.perf_counter() - start, 1e-9)
                         logger.info("epoch %d step %d/%d: loss %.4f, lr %.1e, %.2f images/s", epoch, step, steps,
                                     mean_loss, lr, rate)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps:
