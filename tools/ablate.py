@@ -1,0 +1,100 @@
+"""Run recipe ablations at reduced cost and print the table docs/TRAINING.md keeps.
+
+An ablation file is JSON: the shared ``csnet train`` options, how to score, and one entry per arm with the
+options that arm changes (an arm's options are appended after the shared ones, so they win)::
+
+    {"train": ["--init", "stages/v3c-224px-s250.safetensors", "--size", "112", ...],
+     "val": "/work/runs/split/PASCAL-S-val.txt", "size": 112,
+     "arms": [{"name": "base", "args": []}, {"name": "bce only", "args": ["--loss", "bce"]}]}
+
+Each arm trains into ``OUT/<arm>`` and is scored on the held-out list with ``csnet evaluate``; its row (max F,
+MAE, S, wall seconds of the training command and of its epochs) is appended to ``OUT/results.jsonl``. An arm
+already there is skipped, so an interrupted ablation continues where it stopped (a half-trained arm is
+retrained from the start).
+
+    python tools/ablate.py ablation.json -o /work/runs/ablate [--only NAME] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "arm"
+
+
+def _done(results: Path) -> dict[str, dict[str, Any]]:
+    if not results.is_file():
+        return {}
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    return {row["arm"]: row for row in rows}
+
+
+def run_arm(spec: dict[str, Any], arm: dict[str, Any], out: Path, threads: int | None) -> dict[str, Any]:
+    """Train and score one arm; returns its row."""
+    run_dir = out / _slug(arm["name"])
+    if run_dir.exists():  # an interrupted arm: start it again rather than mix two runs
+        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    threads_args = ["--threads", str(threads)] if threads else []
+    train = [sys.executable, "-m", "csnet", "train", "--out", str(run_dir), "--no-progress", *threads_args,
+             *spec["train"], *arm.get("args", [])]
+    start = time.perf_counter()
+    subprocess.run(train, check=True)
+    train_s = time.perf_counter() - start
+    scores = run_dir / "held-out.json"
+    evaluate = [sys.executable, "-m", "csnet", "evaluate", "--model", str(run_dir / "last.safetensors"),
+                "--data", spec["val"], "--size", str(spec["size"]), "--json", str(scores), *threads_args]
+    subprocess.run(evaluate, check=True, stdout=subprocess.DEVNULL)
+    metrics = json.loads(scores.read_text())[0]
+    with (run_dir / "metrics.csv").open() as f:  # one row per epoch, the trainer's own timing
+        epochs = list(csv.DictReader(f))
+    step_s = sum(float(row["epoch_time_s"]) for row in epochs)
+    return {"arm": arm["name"], "args": arm.get("args", []), "maxF": metrics["maxF"], "MAE": metrics["MAE"],
+            "S": metrics["S"], "train_s": round(train_s, 1), "epoch_s": round(step_s, 1), "size": spec["size"]}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| arm | changes | max F | MAE | S | training s (epochs only) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        changes = " ".join(r["args"]) or "(base)"
+        lines.append(f"| {r['arm']} | `{changes}` | {r['maxF']:.4f} | {r['MAE']:.4f} | {r['S']:.4f} | "
+                     f"{r['train_s']:.0f} ({r['epoch_s']:.0f}) |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("spec", type=Path, help="ablation JSON (see the module docstring)")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="folder of the arms' runs and results.jsonl")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME", help="run only these arms")
+    parser.add_argument("--threads", type=int, help="CPU threads for training and scoring")
+    args = parser.parse_args(argv)
+    spec = json.loads(args.spec.read_text())
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = args.out / "results.jsonl"
+    done = _done(results)
+    for arm in spec["arms"]:
+        if (args.only and arm["name"] not in args.only) or arm["name"] in done:
+            continue
+        row = run_arm(spec, arm, args.out, args.threads)
+        with results.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        done[arm["name"]] = row
+        print(f"{arm['name']}: max F {row['maxF']:.4f}, MAE {row['MAE']:.4f} ({row['train_s']:.0f} s)", flush=True)
+    print(table([done[a["name"]] for a in spec["arms"] if a["name"] in done]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
