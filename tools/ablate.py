@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(args.spec.read_text())
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.jsonl"
-    done = _done(results)
     for arm in spec["arms"]:
+        done = _done(results)  # read again: another ablate.py may be running other arms (--only) beside this one
         if (args.only and arm["name"] not in args.only) or arm["name"] in done:
             continue
         row = run_arm(spec, arm, args.out, args.threads)
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        done[arm["name"]] = row
         print(f"{arm['name']}: max F {row['maxF']:.4f}, MAE {row['MAE']:.4f} ({row['train_s']:.0f} s)", flush=True)
+    done = _done(results)
     print(table([done[a["name"]] for a in spec["arms"] if a["name"] in done]))
     return 0
 
