@@ -7,7 +7,11 @@ inference and the weight metadata must all use these exact values.
 """
 from __future__ import annotations
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["AUGMENT_RECIPES", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+#: Training augmentation recipes (csnet.data.augment): ``release`` is the trim crop + flip of SPEC 4,
+#: ``strong`` adds rotation, zoom and colour jitter. Here so the torch-free training config can list them.
+AUGMENT_RECIPES = ("release", "strong")

@@ -17,25 +17,35 @@ pixels were resampled twice (original -> S -> size) and rounded to uint8 in betw
 Reproducibility: each sample's parameters are a hash of ``(seed, epoch, index)`` (BLAKE2b, not a
 stateful RNG), so a resumed run, a different worker count or another machine draws the same
 crops and flips.
+
+The ``strong`` recipe (:class:`StrongAugment`, opt-in) adds, per sample, a rotation and a zoom
+about the crop's centre, folded into the same affine grid (image and mask move together; the
+border is filled by reflection for both, so what the mask calls object is what the image shows),
+then a colour jitter of the image only (brightness, contrast, saturation, with torchvision's
+definitions). Its draws come from a second hash of the same ``(seed, epoch, index)``, so the
+crops and flips stay those of the release recipe and resume stays exact.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
+from csnet.constants import AUGMENT_RECIPES, IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "AUGMENT_RECIPES",
     "AugmentParams",
     "GpuAugment",
+    "StrongAugment",
     "augment_batch",
     "sample_augment_params",
 ]
@@ -44,19 +54,56 @@ FLIP_NONE, FLIP_HORIZONTAL, FLIP_VERTICAL = 0, 1, 2
 
 _MASK64 = (1 << 64) - 1
 
+#: ITU-R 601 luma weights, as torchvision's ``rgb_to_grayscale`` (used by its saturation/contrast).
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class StrongAugment:
+    """Ranges of the ``strong`` recipe's extra draws (each uniform, per sample).
+
+    Attributes:
+        max_rotate_deg: rotation in ``[-max_rotate_deg, +max_rotate_deg]`` degrees.
+        zoom: ``(low, high)``, drawn log-uniformly; > 1 zooms in (the object grows), < 1 zooms out.
+        brightness, contrast, saturation: each factor in ``[1 - v, 1 + v]`` (torchvision's
+            ``ColorJitter`` convention); image only, the mask is left alone.
+    """
+
+    max_rotate_deg: float = 15.0
+    zoom: tuple[float, float] = (0.8, 1.25)
+    brightness: float = 0.25
+    contrast: float = 0.25
+    saturation: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_rotate_deg <= 180.0:
+            raise ValueError(f"max_rotate_deg must be in [0, 180], got {self.max_rotate_deg}")
+        if not 0.0 < self.zoom[0] <= self.zoom[1]:
+            raise ValueError(f"zoom must be (low, high) with 0 < low <= high, got {self.zoom}")
+        for name in ("brightness", "contrast", "saturation"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """Crop boxes and flips for a batch.
+    """Crop boxes and flips for a batch, and the ``strong`` recipe's extras when drawn.
 
     Attributes:
         boxes: ``(B, 4)`` float32 ``(x0, y0, x1, y1)`` as fractions of the image's width and
             height (``(0, 0, 1, 1)`` is the whole image).
         flips: ``(B,)`` int64, ``0`` none, ``1`` horizontal (left-right), ``2`` vertical.
+        rotations: ``(B,)`` float32 radians (positive turns the content clockwise on screen), or ``None``.
+        zooms: ``(B,)`` float32 magnification about the crop's centre, or ``None``.
+        colors: ``(B, 3)`` float32 brightness, contrast and saturation factors, or ``None``.
+        With all three ``None`` the batch is augmented exactly as the release recipe.
     """
 
     boxes: torch.Tensor
     flips: torch.Tensor
+    rotations: Optional[torch.Tensor] = None
+    zooms: Optional[torch.Tensor] = None
+    colors: Optional[torch.Tensor] = None
 
     @classmethod
     def identity(cls, batch: int, device: torch.device | str | None = None) -> "AugmentParams":
@@ -65,17 +112,23 @@ class AugmentParams:
         return cls(boxes, torch.zeros(batch, dtype=torch.int64, device=device))
 
     def to(self, device: torch.device | str) -> "AugmentParams":
-        return AugmentParams(self.boxes.to(device), self.flips.to(device))
+        def move(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if t is None else t.to(device)
+
+        return AugmentParams(self.boxes.to(device), self.flips.to(device), move(self.rotations),
+                             move(self.zooms), move(self.colors))
 
     @property
     def is_identity(self) -> bool:
-        return bool((self.flips == FLIP_NONE).all()) and bool(
-            (self.boxes == self.boxes.new_tensor([0.0, 0.0, 1.0, 1.0])).all())
+        return (self.rotations is None and self.zooms is None and self.colors is None
+                and bool((self.flips == FLIP_NONE).all())
+                and bool((self.boxes == self.boxes.new_tensor([0.0, 0.0, 1.0, 1.0])).all()))
 
 
 def sample_augment_params(seed: int, epoch: int, indices: Sequence[int],
                           image_sizes: Sequence[tuple[int, int]], *, max_trim: int = 14,
-                          flip_p: float = 0.5) -> AugmentParams:
+                          flip_p: float = 0.5,
+                          strong: Optional[StrongAugment] = None) -> AugmentParams:
     """Draw the crop and flip of each sample from ``(seed, epoch, index)`` alone.
 
     Args:
@@ -85,6 +138,8 @@ def sample_augment_params(seed: int, epoch: int, indices: Sequence[int],
             order as ``indices`` (trims are in original pixels).
         max_trim: the most pixels trimmed from one side (0-``max_trim``, both included).
         flip_p: probability of a flip; a flip is horizontal or vertical with equal odds.
+        strong: also draw a rotation, a zoom and colour factors within these ranges (from a
+            second hash, so the crops and flips are those drawn without it).
 
     Returns:
         :class:`AugmentParams` for ``B`` samples, on the CPU.
@@ -103,8 +158,21 @@ def sample_augment_params(seed: int, epoch: int, indices: Sequence[int],
         flipped = (flip_draw >> 11) * 2.0 ** -53 < flip_p  # 53 bits: an exact float in [0, 1)
         flips.append((FLIP_HORIZONTAL if direction & 1 == 0 else FLIP_VERTICAL) if flipped
                      else FLIP_NONE)
-    return AugmentParams(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                         torch.tensor(flips, dtype=torch.int64))
+    params = AugmentParams(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                           torch.tensor(flips, dtype=torch.int64))
+    if strong is None:
+        return params
+    rotations, zooms, colors = [], [], []
+    log_low, log_high = math.log(strong.zoom[0]), math.log(strong.zoom[1])
+    for index in indices:
+        u = [_unit(d) for d in _draws(seed, epoch, index, 5, person=b"csnet-aug-strong")]
+        rotations.append(math.radians(strong.max_rotate_deg * (2.0 * u[0] - 1.0)))
+        zooms.append(math.exp(log_low + (log_high - log_low) * u[1]))
+        colors.append(tuple(1.0 + v * (2.0 * w - 1.0) for v, w in
+                            zip((strong.brightness, strong.contrast, strong.saturation), u[2:])))
+    return AugmentParams(params.boxes, params.flips, torch.tensor(rotations, dtype=torch.float32),
+                         torch.tensor(zooms, dtype=torch.float32),
+                         torch.tensor(colors, dtype=torch.float32).reshape(-1, 3))
 
 
 def augment_batch(samples: torch.Tensor, params: AugmentParams, size: int,
@@ -143,12 +211,50 @@ def augment_batch(samples: torch.Tensor, params: AugmentParams, size: int,
         theta = torch.zeros(batch, 2, 3, device=samples.device)
         theta[:, 0, 0], theta[:, 0, 2] = scale_x, x0 + x1 - 1.0
         theta[:, 1, 1], theta[:, 1, 2] = scale_y, y0 + y1 - 1.0
+        padding = "border"
+        if params.rotations is not None or params.zooms is not None:
+            # Rotate and zoom the output frame before it is mapped into the crop box: the linear
+            # part becomes diag(scale) @ R(angle) / zoom, still one grid for image and mask.
+            theta[:, :, :2] = theta[:, :, :2] @ _rotate_zoom(params, batch, samples.device)
+            # Zooming out or rotating reaches outside the image: reflect image and mask alike.
+            padding = "reflection"
         grid = F.affine_grid(theta, [batch, 4, size, size], align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
     # Bilinear weights sum to 1 only up to rounding: keep the BCE target inside [0, 1].
     x = x.clamp_(0.0, 255.0) / 255.0
-    images = (x[:, :3] - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    rgb = x[:, :3] if params.colors is None else color_jitter(x[:, :3], params.colors)
+    images = (rgb - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     return images, x[:, 3:]
+
+
+def color_jitter(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Brightness, then contrast, then saturation, per sample, as torchvision's ``adjust_*``.
+
+    Args:
+        images: ``(B, 3, H, W)`` RGB in [0, 1].
+        factors: ``(B, 3)`` brightness, contrast and saturation factors (1 leaves the image alone).
+
+    Returns:
+        ``(B, 3, H, W)`` in [0, 1].
+    """
+    brightness, contrast, saturation = (f.view(-1, 1, 1, 1) for f in factors.float().unbind(1))
+    luma = images.new_tensor(_LUMA).view(1, 3, 1, 1)
+    out = (images * brightness).clamp(0.0, 1.0)
+    gray_mean = (out * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    out = (contrast * out + (1.0 - contrast) * gray_mean).clamp(0.0, 1.0)
+    gray = (out * luma).sum(1, keepdim=True)
+    return (saturation * out + (1.0 - saturation) * gray).clamp(0.0, 1.0)
+
+
+def _rotate_zoom(params: AugmentParams, batch: int, device: torch.device) -> torch.Tensor:
+    """``(B, 2, 2)`` R(angle) / zoom in the normalized output frame (identity where not drawn)."""
+    angles = (params.rotations if params.rotations is not None
+              else torch.zeros(batch, device=device)).float()
+    zooms = params.zooms.float() if params.zooms is not None else torch.ones(batch, device=device)
+    # The grid maps output positions to input positions: the inverse of the visible transform, so
+    # the content turns by +angle (clockwise, y pointing down) and grows by zoom.
+    cos, sin = torch.cos(angles) / zooms, torch.sin(angles) / zooms
+    return torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
 
 
 class GpuAugment(nn.Module):
@@ -183,8 +289,15 @@ class GpuAugment(nn.Module):
         return f"size={self.size}"
 
 
-def _draws(seed: int, epoch: int, index: int, count: int) -> tuple[int, ...]:
-    """``count`` 64-bit integers determined by ``(seed, epoch, index)`` alone."""
+def _draws(seed: int, epoch: int, index: int, count: int,
+           person: bytes = b"csnet-aug") -> tuple[int, ...]:
+    """``count`` 64-bit integers determined by ``(seed, epoch, index)`` alone (``person``
+    separates independent streams of draws)."""
     message = struct.pack("<3Q", seed & _MASK64, epoch & _MASK64, index & _MASK64)
-    digest = hashlib.blake2b(message, digest_size=8 * count, person=b"csnet-aug").digest()
+    digest = hashlib.blake2b(message, digest_size=8 * count, person=person).digest()
     return struct.unpack(f"<{count}Q", digest)
+
+
+def _unit(draw: int) -> float:
+    """A 64-bit draw as an exact float in [0, 1) (its top 53 bits)."""
+    return (draw >> 11) * 2.0 ** -53

@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
-from csnet.data.augment import AugmentParams, GpuAugment, augment_batch, sample_augment_params
+from csnet.data.augment import (AUGMENT_RECIPES, AugmentParams, GpuAugment, StrongAugment, augment_batch,
+                                sample_augment_params)
 from csnet.data.cache import SampleCache
 from csnet.data.pairs import DatasetSource, ImagePair
 from csnet.data.scan import Progress, _check_pairs_keyed, scan_dataset
@@ -27,6 +28,8 @@ class DatasetConfig:
     Attributes:
         size: side of the network input.
         augment: crop/flip as in :mod:`csnet.data.augment`; off, samples are only resized.
+        augment_recipe: ``release`` (crop/flip only) or ``strong`` (plus rotation, zoom and colour
+            jitter, :class:`~csnet.data.augment.StrongAugment`); used when ``augment`` is on.
         max_trim: the most original-image pixels trimmed from each side.
         flip_p: probability of a flip (horizontal or vertical, equal odds).
         seed: with the epoch and the index, decides every crop and flip.
@@ -42,6 +45,7 @@ class DatasetConfig:
 
     size: int = 224
     augment: bool = True
+    augment_recipe: str = "release"
     max_trim: int = 14
     flip_p: float = 0.5
     seed: int = 0
@@ -55,6 +59,9 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         if self.size < 1:
             raise ValueError(f"size must be positive, got {self.size}")
+        if self.augment_recipe not in AUGMENT_RECIPES:
+            raise ValueError(f"augment_recipe must be one of {', '.join(AUGMENT_RECIPES)}, "
+                             f"got {self.augment_recipe!r}")
         if self.max_trim < 0:
             raise ValueError(f"max_trim must be >= 0, got {self.max_trim}")
         if not 0.0 <= self.flip_p <= 1.0:
@@ -205,7 +212,8 @@ class SaliencyDataset(Dataset):
         return sample_augment_params(
             self.config.seed, self._epoch if epoch is None else int(epoch), indices,
             [self._image_sizes[i] for i in indices], max_trim=self.config.max_trim,
-            flip_p=self.config.flip_p)
+            flip_p=self.config.flip_p,
+            strong=StrongAugment() if self.config.augment_recipe == "strong" else None)
 
     def gpu_augment(self) -> GpuAugment:
         """A :class:`GpuAugment` with this dataset's output size and normalization."""
