@@ -40,6 +40,8 @@ _HELP = {
     "val_every": "validate every N epochs",
     "seed": "seed of init, shuffling and augmentation",
     "augment": "the release's crop/flip augmentation (default on)",
+    "augment_recipe": "release (crop/flip) or strong (also rotation +-15 deg, zoom 0.8-1.25x, colour jitter)",
+    "ema_decay": "keep an EMA of the weights with this decay, e.g. 0.999 (validation and saved models use it)",
     "workers": "DataLoader worker processes",
     "cache": "decoded-sample cache: memory, disk (RUN_DIR/cache or --cache-dir), none",
     "cache_dir": "folder of the disk cache",
@@ -83,11 +85,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--threads", type=int, metavar="N",
                      help="CPU threads per process (default: one per core, or 1 when the machine is already busy: "
                           "load average >= cores)")
-    from csnet.train.config import (AMP_MODES, CACHE_MODES, COMPILE_MODES, DEVICES, LOSSES, LR_SCHEDULES,
-                                    WEIGHT_DECAY_MODES, TrainConfig)
+    from csnet.train.config import (AMP_MODES, AUGMENT_RECIPES, CACHE_MODES, COMPILE_MODES, DEVICES, LOSSES,
+                                    LR_SCHEDULES, WEIGHT_DECAY_MODES, TrainConfig)
 
     choices = {"weight_decay_mode": WEIGHT_DECAY_MODES, "cache": CACHE_MODES, "device": DEVICES, "amp": AMP_MODES,
-               "loss": LOSSES, "lr_schedule": LR_SCHEDULES, "compile": COMPILE_MODES}
+               "loss": LOSSES, "lr_schedule": LR_SCHEDULES, "compile": COMPILE_MODES,
+               "augment_recipe": AUGMENT_RECIPES}
     defaults = TrainConfig()
     recipe = parser.add_argument_group("recipe (each overrides --config; default: the release recipe)")
     for field in _fields():

@@ -1,6 +1,6 @@
 """Training-state checkpoints that load without executing code.
 
-The state (model, optimizer, scheduler, grad scaler, RNG states, epoch, best score) is written with
+The state (model, its EMA when on, optimizer, scheduler, grad scaler, RNG states, epoch, best score) is written with
 ``torch.save`` as plain containers of tensors, numbers and strings only, and read back with
 ``torch.load(weights_only=True)``, whose unpickler refuses anything else. Objects whose ``state_dict``
 holds other types (MultiStepLR's ``Counter``, numpy's RNG tuple) are converted to plain ones here.
@@ -118,6 +118,10 @@ def _state_problem(state: dict[str, Any]) -> Optional[str]:
         return f"epoch {state['epoch']} is negative"
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
         return "model is not a dict of tensors"
+    # ``ema`` (the AveragedModel's state_dict, empty with ema_decay off) is absent from older states.
+    ema = state.get("ema", {})
+    if not isinstance(ema, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ema.items()):
+        return "ema is not a dict of tensors"
     if not all(isinstance(row, dict) for row in state["history"]):
         return "history is not a list of rows"
     if not isinstance(state["optimizer"].get("state"), dict) or not isinstance(state["optimizer"].get("param_groups"), list):

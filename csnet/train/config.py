@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from csnet.constants import AUGMENT_RECIPES
+
 __all__ = ["TrainConfig", "ConfigError", "RUNTIME_FIELDS"]
 
 WEIGHT_DECAY_MODES = ("dwd", "standard", "none")
@@ -58,6 +60,11 @@ class TrainConfig:
         val_every: validate every N epochs (and after the last).
         seed: model init, shuffling and augmentation draws.
         augment: the release's crop/flip augmentation.
+        augment_recipe: ``release`` (crop/flip only) or ``strong`` (also a rotation of up to +-15 degrees, a
+            zoom of 0.8-1.25x and a colour jitter of the image, :class:`csnet.data.augment.StrongAugment`).
+        ema_decay: keep an exponential moving average of the weights (BN statistics included), updated after
+            every optimizer step (``None``: off, as in the release); validation and the saved models then
+            use the averaged weights.
         workers: DataLoader worker processes.
         cache: ``memory`` / ``disk`` (``cache_dir``, default ``RUN_DIR/cache``) / ``none`` (decoded into
             memory for this run only).
@@ -110,6 +117,8 @@ class TrainConfig:
     val_every: int = 1
     seed: int = 0
     augment: bool = True
+    augment_recipe: str = "release"
+    ema_decay: Optional[float] = None
     workers: int = 2
     cache: str = "memory"
     cache_dir: Optional[str] = None
@@ -157,6 +166,10 @@ class TrainConfig:
               f"milestones must be increasing epochs >= 1, got {self.milestones}")
         check(0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
         check(self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}")
+        check(self.augment_recipe in AUGMENT_RECIPES,
+              f"augment_recipe must be one of {', '.join(AUGMENT_RECIPES)}, got {self.augment_recipe!r}")
+        check(self.ema_decay is None or 0.0 < self.ema_decay < 1.0,
+              f"ema_decay must be in (0, 1), got {self.ema_decay}")
         check(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
         check(self.cache in CACHE_MODES, f"cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
         check(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")

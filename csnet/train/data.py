@@ -105,7 +105,8 @@ def build_data(config: TrainConfig, run_dir: Path, info: DistInfo, device: torch
     if not config.data:
         raise DatasetError("no training data given (--data DIR[,DIR])")
     soft = config.soft_masks or bool(config.teacher)
-    train_cfg = DatasetConfig(size=config.size, augment=config.augment, seed=config.seed,
+    train_cfg = DatasetConfig(size=config.size, augment=config.augment, augment_recipe=config.augment_recipe,
+                              seed=config.seed,
                               mask_threshold=None if soft else 128)
     val_cfg = DatasetConfig(size=config.resolved_val_size, augment=False, seed=config.seed)
     decode_threads = max(1, config.workers)

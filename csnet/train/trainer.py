@@ -9,6 +9,9 @@ A run lives in one folder::
     RUN_DIR/last.safetensors   the latest model, a plain csnet model file
     RUN_DIR/best.safetensors   the model with the best validation max F
     RUN_DIR/metrics.csv        one row per epoch
+
+With ``ema_decay`` the two model files hold the EMA of the weights (their metadata says ``weights: ema``),
+and validation scores that average; the state file keeps both the trained and the averaged weights.
     RUN_DIR/tb/                TensorBoard events (when tensorboard is installed)
 
 Exact resume: the shuffle and the augmentation are functions of ``(seed, epoch, index)``, and the state file
@@ -37,6 +40,7 @@ from typing import Any, Optional, Union
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from csnet.channels.dwd import DynamicWeightDecay
 from csnet.io.atomic import atomic_write_text, remove_stale_temporaries
@@ -50,7 +54,7 @@ from csnet.train.optim import lr_scheduler, release_init_
 from csnet.train.step import build_train_step
 
 __all__ = ["Trainer", "TrainResult", "TrainingError", "DivergedError", "train", "resume_config",
-           "validate", "CONFIG_FILE", "METRICS_FILE"]
+           "validate", "ema_model", "CONFIG_FILE", "METRICS_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +123,13 @@ def _amp_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
     return torch.bfloat16
 
 
+def ema_model(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s parameters *and* buffers (BN running statistics: the
+    averaged weights need statistics that match them), updated by ``update_parameters(model)``; its first
+    update copies the model, each later one is ``ema = decay * ema + (1 - decay) * model``."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def validate(model: nn.Module, dataset, device: torch.device, batch_size: int = 16, runtime: str = "auto"
              ) -> dict[str, float]:
     """Max F and MAE of ``model`` on ``dataset`` (a non-augmented :class:`SaliencyDataset`).
@@ -179,6 +190,7 @@ class Trainer:
         self._progress: Optional[dict[str, Any]] = None
         self._compile_timed = False
         self._writer = None
+        self.ema: Optional[AveragedModel] = None  # with ema_decay, on rank 0 (which validates and saves)
 
     # -- setup ------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -257,6 +269,10 @@ class Trainer:
                 release_init_(model)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         model.train().to(self.device, memory_format=self.memory_format)
+        if cfg.ema_decay is not None and self.info.is_main:
+            # Copied before SyncBN and compile change the model: the average is a plain eager CSNet.
+            self.ema = ema_model(model, cfg.ema_decay)
+            logger.info("EMA of the weights (decay %g): validation and the saved models use it", cfg.ema_decay)
         if cfg.sync_bn and self.info.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if cfg.compile == "norm-act":
@@ -287,6 +303,10 @@ class Trainer:
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"], strict=True)
+        if self.ema is not None:
+            if not state.get("ema"):
+                raise ValueError("the state has no EMA weights (was it written with ema_decay off?)")
+            self.ema.load_state_dict(state["ema"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         ckpt.load_scheduler_state(self.scheduler, state["scheduler"])
         if state.get("scaler"):
@@ -326,7 +346,7 @@ class Trainer:
                 improved = False
                 if self.info.is_main:
                     if self.data.val is not None and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
-                        scores = validate(self.model, self.data.val, self.device, cfg.batch_size)
+                        scores = validate(self._served_model(), self.data.val, self.device, cfg.batch_size)
                         row["val_maxF"], row["val_MAE"] = scores["maxF"], scores["MAE"]
                         if self.best is None or scores["maxF"] > self.best["maxF"]:
                             self.best = {"epoch": epoch, "maxF": scores["maxF"], "MAE": scores["MAE"]}
@@ -343,6 +363,10 @@ class Trainer:
                 self._writer.close()
                 self._writer = None
         return TrainResult(self.run_dir, self.epoch, self.best, self.history)
+
+    def _served_model(self) -> nn.Module:
+        """The weights validation scores and the run's model files hold: the EMA when on."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _current_lr(self) -> float:
         for group in self.optimizer.param_groups:
@@ -374,6 +398,8 @@ class Trainer:
         try:
             for step, (images, masks) in enumerate(self.batches, start=done + 1):
                 loss, bce, reg = self.train_step(images, masks)
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
                 if step == done + 1 and cfg.compile != "off" and not self._compile_timed:
                     self._compile_timed = True
                     loss.item()  # the one sync that makes the first step's time (compile included) honest
@@ -444,7 +470,8 @@ class Trainer:
         if row and row.get("val_maxF") is not None:
             meta["val_maxF"] = f"{row['val_maxF']:.6f}"
             meta["val_MAE"] = f"{row['val_MAE']:.6f}"
-        save_model(self.model, self.run_dir / name, metadata=meta)
+        meta["weights"] = f"ema (decay {self.config.ema_decay:g})" if self.ema is not None else "trained"
+        save_model(self._served_model(), self.run_dir / name, metadata=meta)
 
     def _checkpoint(self, best: bool = False) -> None:
         """Commit the state (the one file a resume reads), then derive the other files from it."""
@@ -453,6 +480,7 @@ class Trainer:
             "progress": self._progress or {},
             "model_config": self.model.config.to_json(),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "ema": {k: v.detach().cpu() for k, v in self.ema.state_dict().items()} if self.ema is not None else {},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": ckpt.scheduler_state(self.scheduler),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},

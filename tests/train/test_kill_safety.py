@@ -125,6 +125,9 @@ def _assert_same_run(reference: Path, run_dir: Path) -> None:
     assert a["epoch"] == b["epoch"] == 2 and not b["progress"]
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a.get("ema", {}).keys() == b.get("ema", {}).keys()
+    for key in a.get("ema", {}):
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         for key in sa:
             assert torch.equal(torch.as_tensor(sa[key]), torch.as_tensor(sb[key])), key
@@ -206,6 +209,25 @@ def test_mid_epoch_resume_continues_from_the_step(reference, tmp_path: Path) -> 
     assert load_model(run_dir / "last.safetensors") is not None
     train(config, run_dir, resume=True)
     _assert_same_run(reference_dir, run_dir)
+
+
+def test_mid_epoch_resume_with_ema_and_strong_augment(tmp_path: Path, one_torch_thread) -> None:
+    """The EMA (with its update count) and the strong recipe's draws survive a kill mid-epoch: the resumed run
+    ends bit-identical to its own uninterrupted run, EMA weights and model files included."""
+    config = kill_config(make_dataset(tmp_path / "data", n=8, size=32)).replace(
+        ema_decay=0.9, augment_recipe="strong")
+    train(config, tmp_path / "reference")
+    run_dir = tmp_path / "run"
+    status = _attempt(config, run_dir, "after_replace", 3, 0.0, tmp_path / "child.log", only=STATE_FILE)
+    assert status == INJECTED
+    state = load_state(run_dir / STATE_FILE)
+    assert (state["epoch"], state["progress"]["step"]) == (1, 2)
+    assert int(state["ema"]["n_averaged"]) == 5  # 3 steps of epoch 1 and 2 of epoch 2
+    train(config, run_dir, resume=True)
+    _assert_same_run(tmp_path / "reference", run_dir)
+    reference = load_state(tmp_path / "reference" / STATE_FILE)
+    assert any(not torch.equal(reference["model"][k], reference["ema"][f"module.{k}"])
+               for k in reference["model"])  # the EMA is not the trained model
 
 
 def test_a_damaged_state_stops_the_resume_with_one_line(tmp_path: Path) -> None:
