@@ -49,6 +49,7 @@ RUNTIMES: dict[str, str] = {
     "compile": "csnet.infer.runtimes.compile:CompileRuntime",
     "onnxruntime": "csnet.infer.runtimes.onnxruntime:OnnxRuntime",
     "openvino": "csnet.infer.runtimes.openvino:OpenVinoRuntime",
+    "openvino-int8": "csnet.infer.runtimes.openvino_int8:OpenVinoInt8Runtime",
     "cuda-graph": "csnet.infer.runtimes.cuda_graph:CudaGraphRuntime",
 }
 

@@ -103,14 +103,18 @@ class OpenVinoRuntime(Runtime):
             self._requests.move_to_end(shape)
             return self._requests[shape]
         start = time.perf_counter()
-        network = self.core.read_model(self.model_bytes)
-        network.reshape(list(shape))
-        request = self.core.compile_model(network, "CPU", self.config).create_infer_request()
+        request = self.core.compile_model(self._network(shape), "CPU", self.config).create_infer_request()
         log.debug("OpenVINO: compiled for %s in %.2f s", shape, time.perf_counter() - start)
         self._requests[shape] = request
         while len(self._requests) > self.max_shapes:
             self._requests.popitem(last=False)
         return request
+
+    def _network(self, shape: tuple[int, ...]):
+        """The ``openvino.Model`` to compile for ``shape`` (the int8 runtime gives its quantized one)."""
+        network = self.core.read_model(self.model_bytes)
+        network.reshape(list(shape))
+        return network
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         images = np.asarray(batch, dtype=np.float32)
