@@ -560,19 +560,19 @@ def prune_model(
     with torch.no_grad():
         feature: _Feature = [(torch.ones(config.in_chans, dtype=torch.bool),
                               torch.zeros(config.in_chans, dtype=torch.float64))]
-        new_stages, stage_outputs = [], []
-        for s, (stage, stage_config) in enumerate(zip(source.stages, config.stages)):
-            blocks = []
-            in_widths = tuple(0 if f is None else int(f[0].sum()) for f in feature)
-            for b, (block, block_config) in enumerate(zip(stage, stage_config)):
-                name = f"stages.{s}.{b}"
-                feature, widths = pruner.block(name, block, feature)
-                layers.append(LayerWidths(name, block_config.out_channels, widths))
-                blocks.append(BlockConfig(in_widths, widths, stride=block_config.stride,
-                                          kernel_size=block_config.kernel_size))
-                in_widths = widths
-            new_stages.append(tuple(blocks))
-            stage_outputs.append(feature)
+        stage_blocks: list[list[BlockConfig]] = [[] for _ in config.stages]
+        stage_outputs: list[_Feature] = []
+        in_widths = tuple(0 if f is None else int(f[0].sum()) for f in feature)
+        for ref in source.named_blocks():  # the model's one topology walk, in forward order
+            block_config = config.stages[ref.stage][ref.index]
+            feature, widths = pruner.block(ref.name, ref.block, feature)
+            layers.append(LayerWidths(ref.name, block_config.out_channels, widths))
+            stage_blocks[ref.stage].append(BlockConfig(in_widths, widths, stride=block_config.stride,
+                                                       kernel_size=block_config.kernel_size))
+            in_widths = widths
+            if ref.index == len(config.stages[ref.stage]) - 1:  # a stage's last block: what the fusion reads
+                stage_outputs.append(feature)
+        new_stages = [tuple(blocks) for blocks in stage_blocks]
 
         fusion = source.fusion
         fused: _Feature = config.fusion_inputs(stage_outputs)
