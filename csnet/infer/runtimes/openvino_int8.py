@@ -9,7 +9,7 @@ unavailable. Each image is preprocessed as the predictor does at :data:`CALIBRAT
 model is then reshaped per input size like the float32 one.
 
 Calibration takes minutes on a small CPU, so with a cache folder the quantized model is kept as
-``<cache_dir>/openvino-int8/<cache key>.xml`` (keyed by the model, the calibration list's bytes and the preset).
+``<cache_dir>/openvino-int8/<cache key>.xml`` (keyed by the model, the calibration list's bytes, the preset and the NNCF and OpenVINO versions).
 """
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ class OpenVinoInt8Runtime(OpenVinoRuntime):
 
     def _quantized(self, model):
         """The int8 ``openvino.Model`` (through the cache when there is one)."""
+        import nncf
         import openvino
 
         from csnet.infer.cache import cache_key
@@ -79,7 +80,7 @@ class OpenVinoInt8Runtime(OpenVinoRuntime):
         if self.cache_dir is not None:
             digest = hashlib.sha256(self.calibration_bytes).hexdigest()[:16]
             key = cache_key(model, "openvino-int8", f"calibration={digest}", repr(self.preset),
-                            f"size={CALIBRATION_SIZE}")
+                            f"size={CALIBRATION_SIZE}", f"nncf={nncf.__version__}", f"openvino={openvino.__version__}")
             path = self.cache_dir / "openvino-int8" / f"{key}.xml"
             if path.is_file() and path.with_suffix(".bin").is_file():
                 return openvino.Core().read_model(str(path))
