@@ -9,7 +9,8 @@ unavailable. Each image is preprocessed as the predictor does at :data:`CALIBRAT
 model is then reshaped per input size like the float32 one.
 
 Calibration takes minutes on a small CPU, so with a cache folder the quantized model is kept as
-``<cache_dir>/openvino-int8/<cache key>.xml`` (keyed by the model, the calibration list's bytes, the preset and the NNCF and OpenVINO versions).
+``<cache_dir>/openvino-int8/<cache key>.xml`` (keyed by the model, the calibration list's bytes, the preset and
+the NNCF and OpenVINO versions).
 """
 from __future__ import annotations
 
