@@ -29,6 +29,7 @@ class TrainMode:
     amp: str  # a TrainConfig amp value: "off" or "bf16" on the CPU
     compile: str = "off"  # a TrainConfig compile value
     tune_malloc: bool = False  # csnet.cli.malloc.tune_malloc, as csnet train applies it
+    ranks: int = 1  # DDP processes on this machine (gloo), the threads split between them; batch is per rank
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -47,6 +48,11 @@ TRAIN_MODES = {mode.name: mode for mode in (
     TrainMode("fast-b4", 4, False, "bf16", "norm-act", True),
     TrainMode("fast-b16", 16, False, "bf16", "norm-act", True),
     TrainMode("fast-nhwc", 8, True, "bf16", "norm-act", True),
+    TrainMode("fast-nhwc-b16", 16, True, "bf16", "norm-act", True),
+    # torchrun --nproc-per-node 2 with one thread each: CSNet's small ops scale badly over threads (each op
+    # waits for both), so two ranks of one thread do more per second than one rank of two.
+    TrainMode("fast-ddp2", 8, False, "bf16", "norm-act", True, ranks=2),
+    TrainMode("fast-nhwc-ddp2", 8, True, "bf16", "norm-act", True, ranks=2),
     TrainMode("bf16-nhwc", 8, True, "bf16"))}  # the previous fast step
 
 
@@ -82,10 +88,15 @@ def benchmark_train(model_name: str, modes: Sequence[TrainMode], *, size: int = 
         from concurrent.futures import ProcessPoolExecutor
 
         rows = []
-        for mode in modes:  # a graceful shutdown per mode: the worker exits on its own, nothing is left behind
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                rows.append(pool.submit(_benchmark_mode, mode, *args).result())
+        for mode in modes:  # a graceful shutdown per mode: the workers exit on their own, nothing is left behind
+            with ProcessPoolExecutor(mode.ranks, mp_context=multiprocessing.get_context("spawn")) as pool:
+                port = _free_port()
+                futures = [pool.submit(_benchmark_mode, mode, *args, rank=rank, port=port)
+                           for rank in range(mode.ranks)]
+                rows.append([future.result() for future in futures][0])  # rank 0 speaks for the job
     else:
+        if any(mode.ranks > 1 for mode in modes):
+            raise ValueError("modes with several DDP ranks need isolate=True (one process per rank)")
         rows = [_benchmark_mode(mode, *args) for mode in modes]
     if rows:
         reference = rows[0]["images_per_s"]
@@ -94,15 +105,31 @@ def benchmark_train(model_name: str, modes: Sequence[TrainMode], *, size: int = 
     return rows
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _benchmark_mode(mode: TrainMode, model_name: str, size: int, steps: int, warmup: int,
-                    max_seconds: Optional[float], base: dict[str, Any], threads: Optional[int]) -> dict[str, Any]:
-    """One mode's row, measured in this process."""
+                    max_seconds: Optional[float], base: dict[str, Any], threads: Optional[int], *,
+                    rank: int = 0, port: Optional[int] = None) -> dict[str, Any]:
+    """One mode's row, measured in this process (rank ``rank`` of ``mode.ranks`` under DDP)."""
     from csnet.models import create_model, load_model
     from csnet.train.compile import compile_norm_act
     from csnet.train.optim import release_init_
     from csnet.train.step import build_train_step
     from csnet.train.trainer import _amp_dtype
 
+    if mode.ranks > 1:
+        import torch.distributed as dist
+
+        from csnet.cli.threads import usable_cores
+
+        threads = max(1, (threads or usable_cores()) // mode.ranks)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=mode.ranks)
     if threads is not None:
         torch.set_num_threads(threads)
     if mode.tune_malloc:
@@ -121,8 +148,13 @@ def _benchmark_mode(mode: TrainMode, model_name: str, size: int, steps: int, war
     model.train().to(memory_format=memory_format)
     if mode.compile == "norm-act":
         compile_norm_act(model)
-    step = build_train_step(model, model, config, _amp_dtype(mode.amp, torch.device("cpu")))
-    images, masks = synthetic_batch(mode.batch_size, size)
+    module = model
+    if mode.ranks > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        module = DistributedDataParallel(model)  # as the trainer wraps it under torchrun
+    step = build_train_step(module, model, config, _amp_dtype(mode.amp, torch.device("cpu")))
+    images, masks = synthetic_batch(mode.batch_size, size, seed=rank)
     start = time.perf_counter()
     first = step(images, masks)[0].item()
     first_step_s = time.perf_counter() - start
@@ -135,20 +167,29 @@ def _benchmark_mode(mode: TrainMode, model_name: str, size: int, steps: int, war
         loss = step(images, masks)[0]
         losses.append(loss.item())  # the sync is inside the timed region, as the trainer's log is per step
         times.append(time.perf_counter() - t0)
-        if max_seconds is not None and time.perf_counter() - begin > max_seconds and len(times) >= 3:
+        if mode.ranks > 1:  # every rank must stop at the same step, or the others wait in all-reduce
+            stop = torch.tensor(float(max_seconds is not None and time.perf_counter() - begin > max_seconds
+                                      and len(times) >= 3))
+            torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+            if stop.item():
+                break
+        elif max_seconds is not None and time.perf_counter() - begin > max_seconds and len(times) >= 3:
             break
     median = statistics.median(times)
+    if mode.ranks > 1:
+        torch.distributed.destroy_process_group()
     return {"mode": mode.name, **mode.to_dict(), "model": model_name, "size": size, "steps": len(times),
-            "threads": torch.get_num_threads(), "step_ms": median * 1000.0, "images_per_s": mode.batch_size / median,
+            "threads": torch.get_num_threads(), "step_ms": median * 1000.0,
+            "images_per_s": mode.ranks * mode.batch_size / median,
             "first_step_s": first_step_s, "loss_first": first, "loss_last": losses[-1]}
 
 
 def format_train_rows(rows: Sequence[dict[str, Any]]) -> str:
-    header = (f"{'mode':<12} {'batch':>5} {'NHWC':>5} {'amp':>5} {'compile':>8} {'malloc':>6} {'step ms':>9} "
-              f"{'img/s':>7} {'x':>5} {'first s':>8}")
+    header = (f"{'mode':<15} {'ranks':>5} {'batch':>5} {'NHWC':>5} {'amp':>5} {'compile':>8} {'malloc':>6} "
+              f"{'step ms':>9} {'img/s':>7} {'x':>5} {'first s':>8}")
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['mode']:<12} {r['batch_size']:>5} {str(r['channels_last']):>5} {r['amp']:>5} "
+        lines.append(f"{r['mode']:<15} {r['ranks']:>5} {r['batch_size']:>5} {str(r['channels_last']):>5} {r['amp']:>5} "
                      f"{r['compile']:>8} {'reuse' if r['tune_malloc'] else 'glibc':>6} {r['step_ms']:>9.1f} "
                      f"{r['images_per_s']:>7.2f} {r['speedup']:>5.2f} {r['first_step_s']:>8.1f}")
     return "\n".join(lines)

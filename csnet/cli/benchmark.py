@@ -71,8 +71,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                     help="time the training step instead: today's (fp32, NCHW, batch 24) beside the recipe's fast "
                          "step, side by side (default model csnet_l_x2)")
     tr.add_argument("--train-modes", default=None,
-                    help="comma-separated training modes (default fp32-nchw,bf16-nhwc; also bf16-nhwc-b4, "
-                         "bf16-nhwc-b16, fp32-nhwc)")
+                    help="comma-separated training modes (default fp32-nchw,fast: today's step and the recipe's; "
+                         "csnet.bench.train_bench.TRAIN_MODES holds the others, e.g. fast-nhwc, fast-ddp2)")
     tr.add_argument("--steps", type=int, default=10, help="timed training steps per mode (default 10)")
     e2e = parser.add_argument_group("end to end (decode -> resize -> model -> encode over a folder)")
     e2e.add_argument("--end-to-end", type=Path, default=None, metavar="DIR",

@@ -5,7 +5,9 @@ wins when given. Otherwise a machine that is already busy (1-minute load average
 usable cores) gets one thread: torch's intra-op threads wait for each other at every op, so one thread
 that lost its core stalls them all (benchmarks/RESULTS.md, run H: csnet_l_x1 predict 57 ms median with 2
 threads beside a training job, 26 ms with 1; ``csnet train`` beside another run was about 5x slower with
-the default threads than with 1). On an idle machine torch's default (one per core) is kept.
+the default threads than with 1). Under torchrun the cores are shared by the ranks on this machine
+(``LOCAL_WORLD_SIZE``): each gets ``cores // ranks``. On an idle machine with one process torch's default
+(one per core) is kept.
 """
 from __future__ import annotations
 
@@ -34,15 +36,18 @@ def load_average() -> Optional[float]:
         return None
 
 
-def choose_threads(requested: Optional[int], load: Optional[float], cores: int) -> Optional[int]:
-    """The thread count to set: ``requested`` when given, 1 on a busy machine, ``None`` (torch's default)
-    otherwise. A pure function of its arguments, so the decision is testable without a busy machine."""
+def choose_threads(requested: Optional[int], load: Optional[float], cores: int, ranks: int = 1) -> Optional[int]:
+    """The thread count to set: ``requested`` when given, 1 on a busy machine, the process's share of the
+    cores when ``ranks`` processes share them, ``None`` (torch's default) otherwise. A pure function of its
+    arguments, so the decision is testable without a busy machine."""
     if requested is not None:
         if requested < 1:
             raise ValueError(f"--threads must be >= 1, got {requested}")
         return requested
     if load is not None and load >= cores:
         return 1
+    if ranks > 1:
+        return max(1, cores // ranks)
     return None
 
 
@@ -51,7 +56,11 @@ def set_cpu_threads(requested: Optional[int] = None) -> int:
     import torch
 
     cores, load = usable_cores(), load_average()
-    threads = choose_threads(requested, load, cores)
+    try:
+        ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    except ValueError:
+        ranks = 1
+    threads = choose_threads(requested, load, cores, ranks)
     if threads is not None:
         torch.set_num_threads(threads)
         if requested is None:

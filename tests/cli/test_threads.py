@@ -35,3 +35,10 @@ def test_train_applies_the_policy(monkeypatch, tmp_path) -> None:
         assert main(["train", "--threads", "0", "--out", str(tmp_path / "run")]) == 1
     finally:
         torch.set_num_threads(previous)
+
+
+def test_ranks_on_one_machine_share_its_cores() -> None:
+    assert choose_threads(None, load=0.0, cores=2, ranks=2) == 1
+    assert choose_threads(None, load=0.0, cores=16, ranks=4) == 4
+    assert choose_threads(None, load=0.0, cores=2, ranks=3) == 1   # never 0
+    assert choose_threads(2, load=0.0, cores=2, ranks=2) == 2      # --threads still wins

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from csnet.bench.train_bench import FAST, TODAY, benchmark_train, synthetic_batch, train_config_for
+from csnet.bench.train_bench import FAST, TODAY, TrainMode, benchmark_train, synthetic_batch, train_config_for
 from csnet.models import create_model
 from csnet.train.compile import compile_norm_act
 from csnet.train.losses import saliency_loss, soft_iou_loss
@@ -54,6 +54,16 @@ def test_benchmark_rows_name_each_mode_each_measured_in_its_own_process(one_thre
     assert rows[1]["batch_size"] == FAST.batch_size and rows[1]["amp"] == "bf16"
     assert rows[1]["compile"] == "norm-act" and rows[1]["tune_malloc"] and not rows[0]["tune_malloc"]
     assert all(r["threads"] == 1 for r in rows)
+
+
+def test_a_ddp_mode_runs_its_ranks_with_the_threads_split_and_counts_every_rank_s_images() -> None:
+    mode = TrainMode("tiny-ddp2", 2, False, "off", ranks=2)
+    rows = benchmark_train("csnet_x1", [mode], size=32, steps=2, warmup=1, threads=2)
+    (row,) = rows
+    assert row["ranks"] == 2 and row["threads"] == 1
+    assert row["images_per_s"] == pytest.approx(2 * 2 / (row["step_ms"] / 1000.0))
+    with pytest.raises(ValueError, match="isolate"):
+        benchmark_train("csnet_x1", [mode], size=32, steps=1, warmup=1, isolate=False)
 
 
 def test_soft_iou_is_zero_for_a_perfect_map_and_bce_iou_adds_it() -> None:
