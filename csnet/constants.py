@@ -13,5 +13,6 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 #: Training augmentation recipes (csnet.data.augment): ``release`` is the trim crop + flip of SPEC 4,
-#: ``strong`` adds rotation, zoom and colour jitter. Here so the torch-free training config can list them.
-AUGMENT_RECIPES = ("release", "strong")
+#: ``strong`` adds rotation, zoom and colour jitter, ``copy-paste`` pastes the object of another
+#: ground-truth pair onto half the samples. Here so the torch-free training config can list them.
+AUGMENT_RECIPES = ("release", "strong", "copy-paste")

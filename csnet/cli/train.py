@@ -40,7 +40,8 @@ _HELP = {
     "val_every": "validate every N epochs",
     "seed": "seed of init, shuffling and augmentation",
     "augment": "the release's crop/flip augmentation (default on)",
-    "augment_recipe": "release (crop/flip) or strong (also rotation +-15 deg, zoom 0.8-1.25x, colour jitter)",
+    "augment_recipe": "release (crop/flip), strong (also rotation +-15 deg, zoom 0.8-1.25x, colour jitter) or "
+                      "copy-paste (also, on half the samples, another ground-truth pair's object pasted at 0.5-1x)",
     "ema_decay": "keep an EMA of the weights with this decay, e.g. 0.999 (validation and saved models use it)",
     "workers": "DataLoader worker processes",
     "cache": "decoded-sample cache: memory, disk (RUN_DIR/cache or --cache-dir), none",

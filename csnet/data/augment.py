@@ -24,9 +24,22 @@ border is filled by reflection for both, so what the mask calls object is what t
 then a colour jitter of the image only (brightness, contrast, saturation, with torchvision's
 definitions). Its draws come from a second hash of the same ``(seed, epoch, index)``, so the
 crops and flips stay those of the release recipe and resume stays exact.
+
+The ``copy-paste`` recipe (:class:`CopyPasteAugment`, opt-in) keeps the release crop and flip and,
+with some probability, pastes the object of another sample (the donor) onto the result: the donor is
+cropped and flipped by its own release draws, resampled once from its cached square straight to a
+square of a drawn side (a fraction of the output side) and placed at a drawn integer position fully
+inside the frame. Its soft mask is the alpha: ``image = alpha * donor + (1 - alpha) * image`` and
+``mask = max(alpha, (1 - alpha) * mask)``, so the sample's own object stays salient where the donor
+does not cover it. Donors are the dataset's ground-truth pairs only (never a teacher's soft maps,
+:attr:`csnet.data.pairs.ImagePair.teacher`). Whether to paste, which donor, the side and the
+position come from a third hash of ``(seed, epoch, index)``, so the base sample's crop and flip are
+unchanged and resume, worker count and machine give the same samples. Pasting works in [0, 1]
+before the normalization, on whatever device the batch is on (:class:`GpuAugment` included).
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import struct
@@ -44,10 +57,14 @@ __all__ = [
     "IMAGENET_STD",
     "AUGMENT_RECIPES",
     "AugmentParams",
+    "CopyPasteAugment",
     "GpuAugment",
+    "PasteParams",
     "StrongAugment",
     "augment_batch",
+    "copy_paste",
     "sample_augment_params",
+    "sample_paste_params",
 ]
 
 FLIP_NONE, FLIP_HORIZONTAL, FLIP_VERTICAL = 0, 1, 2
@@ -86,6 +103,27 @@ class StrongAugment:
 
 
 @dataclass(frozen=True)
+class CopyPasteAugment:
+    """Ranges of the ``copy-paste`` recipe's draws (each uniform, per sample).
+
+    Attributes:
+        p: probability that a sample receives a donor's object (when a donor exists).
+        scale: ``(low, high)``: side of the pasted square as a fraction of the output side; at most
+            1, so the pasted object always fits inside the frame.
+    """
+
+    p: float = 0.5
+    scale: tuple[float, float] = (0.5, 1.0)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {self.p}")
+        if not 0.0 < self.scale[0] <= self.scale[1] <= 1.0:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high <= 1, "
+                             f"got {self.scale}")
+
+
+@dataclass(frozen=True)
 class AugmentParams:
     """Crop boxes and flips for a batch, and the ``strong`` recipe's extras when drawn.
 
@@ -96,7 +134,8 @@ class AugmentParams:
         rotations: ``(B,)`` float32 radians (positive turns the content clockwise on screen), or ``None``.
         zooms: ``(B,)`` float32 magnification about the crop's centre, or ``None``.
         colors: ``(B, 3)`` float32 brightness, contrast and saturation factors, or ``None``.
-        With all three ``None`` the batch is augmented exactly as the release recipe.
+        paste: the ``copy-paste`` recipe's donors and placements, or ``None``.
+        With all four ``None`` the batch is augmented exactly as the release recipe.
     """
 
     boxes: torch.Tensor
@@ -104,6 +143,7 @@ class AugmentParams:
     rotations: Optional[torch.Tensor] = None
     zooms: Optional[torch.Tensor] = None
     colors: Optional[torch.Tensor] = None
+    paste: Optional["PasteParams"] = None
 
     @classmethod
     def identity(cls, batch: int, device: torch.device | str | None = None) -> "AugmentParams":
@@ -116,13 +156,47 @@ class AugmentParams:
             return None if t is None else t.to(device)
 
         return AugmentParams(self.boxes.to(device), self.flips.to(device), move(self.rotations),
-                             move(self.zooms), move(self.colors))
+                             move(self.zooms), move(self.colors),
+                         None if self.paste is None else self.paste.to(device))
 
     @property
     def is_identity(self) -> bool:
-        return (self.rotations is None and self.zooms is None and self.colors is None
+        return self.colors is None and self.paste is None and self.moves_nothing
+
+    @property
+    def moves_nothing(self) -> bool:
+        """No crop, flip, rotation or zoom: the geometry is the plain resize."""
+        return (self.rotations is None and self.zooms is None
                 and bool((self.flips == FLIP_NONE).all())
                 and bool((self.boxes == self.boxes.new_tensor([0.0, 0.0, 1.0, 1.0])).all()))
+
+
+@dataclass(frozen=True)
+class PasteParams:
+    """What the ``copy-paste`` recipe pastes onto each sample of a batch, and where.
+
+    Attributes:
+        donors: ``(B,)`` int64 dataset index of the donor, ``-1`` where nothing is pasted.
+        scales: ``(B,)`` float32 side of the pasted square as a fraction of the output side.
+        positions: ``(B, 2)`` float32 ``(x, y)`` in [0, 1]: where the square's top-left corner lies
+            within the room the square leaves (0: the left/top edge, 1: the right/bottom edge).
+        crops: the donors' own release crops and flips (identity where nothing is pasted).
+    """
+
+    donors: torch.Tensor
+    scales: torch.Tensor
+    positions: torch.Tensor
+    crops: AugmentParams
+
+    def to(self, device: torch.device | str) -> "PasteParams":
+        return PasteParams(self.donors.to(device), self.scales.to(device),
+                           self.positions.to(device), self.crops.to(device))
+
+    @property
+    def donor_indices(self) -> list[int]:
+        """Dataset indices of the donors of the rows that receive one, in row order: the samples
+        :func:`augment_batch` wants as ``donors``."""
+        return [d for d in self.donors.tolist() if d >= 0]
 
 
 def sample_augment_params(seed: int, epoch: int, indices: Sequence[int],
@@ -175,27 +249,139 @@ def sample_augment_params(seed: int, epoch: int, indices: Sequence[int],
                          torch.tensor(colors, dtype=torch.float32).reshape(-1, 3))
 
 
+def sample_paste_params(seed: int, epoch: int, indices: Sequence[int], donors: Sequence[int],
+                        image_sizes: Sequence[tuple[int, int]], *,
+                        paste: CopyPasteAugment = CopyPasteAugment(), max_trim: int = 14,
+                        flip_p: float = 0.5) -> PasteParams:
+    """Draw, from ``(seed, epoch, index)`` alone, whether each sample gets a donor's object, whose,
+    how large and where.
+
+    The draws are a hash stream of their own, so the samples' crops and flips are those drawn
+    without the recipe. Every draw is made for every sample (used or not) and the donor is picked
+    from the sorted donor list, so a sample's paste does not depend on the rest of the batch.
+
+    Args:
+        seed, epoch: the run's seed and the epoch being drawn.
+        indices: dataset indices of the batch, ``B`` of them.
+        donors: dataset indices that may give their object (the ground-truth pairs). A sample never
+            receives its own object; with no other donor it receives none.
+        image_sizes: ``(W, H)`` of the original image of *every* dataset sample, by dataset index
+            (the donors' crops are drawn in their original pixels).
+        paste: probability and scale range.
+        max_trim, flip_p: the donors' release crop and flip, drawn as for their own samples.
+
+    Returns:
+        :class:`PasteParams` for ``B`` samples, on the CPU.
+    """
+    candidates = sorted(set(donors))
+    members = set(candidates)
+    low, high = paste.scale
+    chosen, scales, positions = [], [], []
+    for index in indices:
+        u = [_unit(d) for d in _draws(seed, epoch, index, 5, person=b"csnet-aug-paste")]
+        own = index in members
+        pool = len(candidates) - own
+        donor = -1
+        if pool > 0 and u[0] < paste.p:
+            k = int(u[1] * pool)
+            if own and k >= bisect.bisect_left(candidates, index):
+                k += 1  # step over the sample itself
+            donor = candidates[k]
+        chosen.append(donor)
+        scales.append(low + (high - low) * u[2])
+        positions.append((u[3], u[4]))
+    rows = [row for row, donor in enumerate(chosen) if donor >= 0]
+    crops = AugmentParams.identity(len(chosen))
+    if rows:
+        drawn = sample_augment_params(seed, epoch, [chosen[r] for r in rows],
+                                      [image_sizes[chosen[r]] for r in rows], max_trim=max_trim,
+                                      flip_p=flip_p)
+        crops.boxes[rows], crops.flips[rows] = drawn.boxes, drawn.flips
+    return PasteParams(torch.tensor(chosen, dtype=torch.int64),
+                       torch.tensor(scales, dtype=torch.float32),
+                       torch.tensor(positions, dtype=torch.float32).reshape(-1, 2), crops)
+
+
 def augment_batch(samples: torch.Tensor, params: AugmentParams, size: int,
-                  mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop, flip, resize and normalize a batch of cached samples.
+                  mean: torch.Tensor, std: torch.Tensor,
+                  donors: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop, flip, resize (paste, with ``params.paste``) and normalize a batch of cached samples.
 
     Args:
         samples: ``(B, 4, S, S)`` uint8, channels R, G, B, mask (any device).
         params: per-sample boxes and flips (moved to ``samples``' device).
         size: output side.
         mean, std: ``(3,)`` float normalization, on ``samples``' device.
+        donors: ``(K, 4, S, S)`` uint8, the cached samples ``params.paste.donor_indices`` (one per
+            row that receives an object, in row order); may be ``None`` when ``K`` is 0.
 
     Returns:
         ``(images, masks)``: ``(B, 3, size, size)`` float32 normalized and ``(B, 1, size, size)``
         float32 in [0, 1].
     """
-    if samples.dtype != torch.uint8 or samples.ndim != 4 or samples.shape[1] != 4:
-        raise ValueError(f"samples must be (B, 4, S, S) uint8, got {tuple(samples.shape)} "
-                         f"{samples.dtype}")
-    batch = samples.shape[0]
-    x = samples.float()
+    _check_samples(samples, "samples")
     params = params.to(samples.device)
-    if params.is_identity:
+    x = _warp(samples.float(), params, size)
+    if params.paste is not None:
+        x = copy_paste(x, params.paste, donors)
+    rgb = x[:, :3] if params.colors is None else color_jitter(x[:, :3], params.colors)
+    images = (rgb - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    return images, x[:, 3:]
+
+
+def copy_paste(x: torch.Tensor, paste: PasteParams,
+               donors: Optional[torch.Tensor]) -> torch.Tensor:
+    """Paste each row's donor object onto it, in place: the ``copy-paste`` recipe's compositing.
+
+    The donor is cropped and flipped by ``paste.crops`` and resampled once, from its cached square,
+    to the pasted square's side; its mask channel is the alpha. The sides differ per row, so this
+    is one small resample per pasted row, cheap next to the network.
+
+    Args:
+        x: ``(B, 4, size, size)`` float in [0, 1], channels R, G, B, mask: the augmented samples.
+        paste: donors, sides and positions of the batch (on any device).
+        donors: ``(K, 4, S, S)`` uint8, the cached donors of the ``K`` rows that receive one
+            (``paste.donor_indices``), in row order; ``None`` allowed when ``K`` is 0.
+
+    Returns:
+        ``x``, where pasted: ``rgb = alpha * donor + (1 - alpha) * rgb`` and
+        ``mask = max(alpha, (1 - alpha) * mask)``.
+    """
+    rows = [row for row, donor in enumerate(paste.donors.tolist()) if donor >= 0]
+    if not rows:
+        return x
+    if donors is None or donors.shape[0] != len(rows):
+        given = 0 if donors is None else donors.shape[0]
+        raise ValueError(f"{len(rows)} rows receive a donor's object but {given} donors were given")
+    _check_samples(donors, "donors")
+    size = x.shape[-1]
+    scales, positions = paste.scales.tolist(), paste.positions.tolist()
+    crops = paste.crops.to(x.device)
+    for k, row in enumerate(rows):
+        side = min(size, max(1, round(scales[row] * size)))
+        # A position in [0, 1] picks one of the size - side + 1 placements (the min keeps 1 itself,
+        # which float32 rounding of a draw just below 1 can give, on the last one).
+        left, top = (min(int(p * (size - side + 1)), size - side) for p in positions[row])
+        crop = AugmentParams(crops.boxes[row:row + 1], crops.flips[row:row + 1])
+        donor = _warp(donors[k:k + 1].to(x.device).float(), crop, side)[0]
+        alpha = donor[3:]
+        region = x[row, :, top:top + side, left:left + side]
+        region[:3] = alpha * donor[:3] + (1.0 - alpha) * region[:3]
+        region[3:] = torch.maximum(alpha, (1.0 - alpha) * region[3:])
+    return x
+
+
+def _check_samples(samples: torch.Tensor, name: str) -> None:
+    if samples.dtype != torch.uint8 or samples.ndim != 4 or samples.shape[1] != 4:
+        raise ValueError(f"{name} must be (B, 4, S, S) uint8, got {tuple(samples.shape)} "
+                         f"{samples.dtype}")
+
+
+def _warp(x: torch.Tensor, params: AugmentParams, size: int) -> torch.Tensor:
+    """Crop, flip (rotate, zoom) and resize ``(B, 4, S, S)`` float samples in [0, 255] to
+    ``(B, 4, size, size)`` in [0, 1]; ``params`` on ``x``'s device."""
+    batch = x.shape[0]
+    if params.moves_nothing:
         # No crop, no flip (validation): the plain resize, exact rather than via a grid.
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
@@ -208,23 +394,20 @@ def augment_batch(samples: torch.Tensor, params: AugmentParams, size: int,
         x0, y0, x1, y1 = params.boxes.float().unbind(1)
         scale_x = torch.where(params.flips == FLIP_HORIZONTAL, x0 - x1, x1 - x0)
         scale_y = torch.where(params.flips == FLIP_VERTICAL, y0 - y1, y1 - y0)
-        theta = torch.zeros(batch, 2, 3, device=samples.device)
+        theta = torch.zeros(batch, 2, 3, device=x.device)
         theta[:, 0, 0], theta[:, 0, 2] = scale_x, x0 + x1 - 1.0
         theta[:, 1, 1], theta[:, 1, 2] = scale_y, y0 + y1 - 1.0
         padding = "border"
         if params.rotations is not None or params.zooms is not None:
             # Rotate and zoom the output frame before it is mapped into the crop box: the linear
             # part becomes diag(scale) @ R(angle) / zoom, still one grid for image and mask.
-            theta[:, :, :2] = theta[:, :, :2] @ _rotate_zoom(params, batch, samples.device)
+            theta[:, :, :2] = theta[:, :, :2] @ _rotate_zoom(params, batch, x.device)
             # Zooming out or rotating reaches outside the image: reflect image and mask alike.
             padding = "reflection"
         grid = F.affine_grid(theta, [batch, 4, size, size], align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
     # Bilinear weights sum to 1 only up to rounding: keep the BCE target inside [0, 1].
-    x = x.clamp_(0.0, 255.0) / 255.0
-    rgb = x[:, :3] if params.colors is None else color_jitter(x[:, :3], params.colors)
-    images = (rgb - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
-    return images, x[:, 3:]
+    return x.clamp_(0.0, 255.0) / 255.0
 
 
 def color_jitter(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
@@ -262,14 +445,15 @@ class GpuAugment(nn.Module):
 
     Keeps the whole input pipeline on the accelerator: the trainer holds the cached dataset as
     one ``(N, 4, S, S)`` uint8 tensor there (``SaliencyDataset.uint8_tensor()``), indexes a
-    batch and calls this module with ``SaliencyDataset.augment_params(indices)``.
+    batch and calls this module with ``SaliencyDataset.augment_params(indices)`` (and, for the
+    ``copy-paste`` recipe, the same tensor indexed by ``params.paste.donor_indices``).
 
     Args:
         size: output side (224 in the release).
         mean, std: per-channel normalization of images in [0, 1].
 
     Shapes:
-        ``forward(samples (B, 4, S, S) uint8, params)`` ->
+        ``forward(samples (B, 4, S, S) uint8, params, donors (K, 4, S, S) uint8 or None)`` ->
         ``(images (B, 3, size, size) float32, masks (B, 1, size, size) float32 in [0, 1])``.
     """
 
@@ -280,10 +464,10 @@ class GpuAugment(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
 
-    def forward(self, samples: torch.Tensor,
-                params: AugmentParams) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, samples: torch.Tensor, params: AugmentParams,
+                donors: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         return augment_batch(samples, params, self.size, self.mean.to(samples.device),
-                             self.std.to(samples.device))
+                             self.std.to(samples.device), donors)
 
     def extra_repr(self) -> str:
         return f"size={self.size}"

@@ -4,15 +4,16 @@ from __future__ import annotations
 import dataclasses
 import operator
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from csnet.constants import IMAGENET_MEAN, IMAGENET_STD
-from csnet.data.augment import (AUGMENT_RECIPES, AugmentParams, GpuAugment, StrongAugment, augment_batch,
-                                sample_augment_params)
+from csnet.data.augment import (AUGMENT_RECIPES, AugmentParams, CopyPasteAugment, GpuAugment,
+                                StrongAugment, augment_batch, sample_augment_params,
+                                sample_paste_params)
 from csnet.data.cache import SampleCache
 from csnet.data.pairs import DatasetSource, ImagePair
 from csnet.data.scan import Progress, _check_pairs_keyed, scan_dataset
@@ -28,8 +29,10 @@ class DatasetConfig:
     Attributes:
         size: side of the network input.
         augment: crop/flip as in :mod:`csnet.data.augment`; off, samples are only resized.
-        augment_recipe: ``release`` (crop/flip only) or ``strong`` (plus rotation, zoom and colour
-            jitter, :class:`~csnet.data.augment.StrongAugment`); used when ``augment`` is on.
+        augment_recipe: ``release`` (crop/flip only), ``strong`` (plus rotation, zoom and colour
+            jitter, :class:`~csnet.data.augment.StrongAugment`) or ``copy-paste`` (plus, for half
+            the samples, the object of a ground-truth pair pasted on,
+            :class:`~csnet.data.augment.CopyPasteAugment`); used when ``augment`` is on.
         max_trim: the most original-image pixels trimmed from each side.
         flip_p: probability of a flip (horizontal or vertical, equal odds).
         seed: with the epoch and the index, decides every crop and flip.
@@ -110,8 +113,12 @@ class SaliencyDataset(Dataset):
     main process does not reach them, so index with ``(epoch, i)`` tuples there.
 
     For augmentation on the accelerator, move :meth:`uint8_tensor` there once and call
-    :meth:`gpu_augment` with :meth:`augment_params` per batch; the result equals the per-item
-    path.
+    :meth:`gpu_augment` with :meth:`augment_params` per batch (with ``copy-paste``, also the
+    donors, that tensor indexed by ``params.paste.donor_indices``); the result equals the
+    per-item path.
+
+    With the ``copy-paste`` recipe, donors are the ground-truth pairs (:attr:`donors`): every pair
+    not marked :attr:`~csnet.data.pairs.ImagePair.teacher`. With none, nothing is pasted.
 
     Args:
         pairs: the samples (e.g. one side of :func:`~csnet.data.pairs.split_pairs`).
@@ -142,6 +149,8 @@ class SaliencyDataset(Dataset):
         self._keys: list[str] = [k for k in keys if k is not None]  # all set: there is a cache
         metas = [cache.meta(k) for k in self._keys]
         self._image_sizes: list[tuple[int, int]] = [m.image_size for m in metas if m is not None]
+        # Ground truth only: a pasted teacher map would spread its mistakes to other samples.
+        self._donors: list[int] = [i for i, pair in enumerate(self.pairs) if not pair.teacher]
         self._epoch = 0
         self._mean = torch.tensor(config.mean, dtype=torch.float32)
         self._std = torch.tensor(config.std, dtype=torch.float32)
@@ -176,6 +185,11 @@ class SaliencyDataset(Dataset):
         """``(W, H)`` of each sample's original image (the trims are in those pixels)."""
         return list(self._image_sizes)
 
+    @property
+    def donors(self) -> list[int]:
+        """Indices of the ground-truth pairs: the ``copy-paste`` recipe's possible donors."""
+        return list(self._donors)
+
     def __len__(self) -> int:
         return len(self._keys)
 
@@ -186,8 +200,13 @@ class SaliencyDataset(Dataset):
             epoch, index = self._epoch, self._index(item)
         params = self.augment_params([index], epoch)
         images, masks = augment_batch(self.raw(index)[None], params, self.config.size,
-                                      self._mean, self._std)
+                                      self._mean, self._std, self.donor_samples(params))
         return images[0], masks[0]
+
+    def donor_samples(self, params: AugmentParams) -> Optional[torch.Tensor]:
+        """The cached donors that ``params`` pastes, ``(K, 4, S, S)`` uint8 (CPU), or ``None``."""
+        indices = [] if params.paste is None else params.paste.donor_indices
+        return torch.stack([self.raw(i) for i in indices]) if indices else None
 
     def raw(self, index: int) -> torch.Tensor:
         """The cached sample ``index``: ``(4, S, S)`` uint8, channels R, G, B, mask."""
@@ -205,15 +224,23 @@ class SaliencyDataset(Dataset):
         return out
 
     def augment_params(self, indices: Sequence[int], epoch: int | None = None) -> AugmentParams:
-        """Crops and flips of ``indices`` in ``epoch`` (default: the current epoch), on the CPU."""
+        """Crops and flips of ``indices`` in ``epoch`` (default: the current epoch), on the CPU,
+        with the recipe's extras (``strong``: rotation, zoom, colours; ``copy-paste``: donors)."""
         if not self.config.augment:
             return AugmentParams.identity(len(indices))
+        config = self.config
         indices = [self._index(i) for i in indices]
-        return sample_augment_params(
-            self.config.seed, self._epoch if epoch is None else int(epoch), indices,
-            [self._image_sizes[i] for i in indices], max_trim=self.config.max_trim,
-            flip_p=self.config.flip_p,
-            strong=StrongAugment() if self.config.augment_recipe == "strong" else None)
+        epoch = self._epoch if epoch is None else int(epoch)
+        params = sample_augment_params(
+            config.seed, epoch, indices, [self._image_sizes[i] for i in indices],
+            max_trim=config.max_trim, flip_p=config.flip_p,
+            strong=StrongAugment() if config.augment_recipe == "strong" else None)
+        if config.augment_recipe != "copy-paste":
+            return params
+        paste = sample_paste_params(config.seed, epoch, indices, self._donors, self._image_sizes,
+                                    paste=CopyPasteAugment(), max_trim=config.max_trim,
+                                    flip_p=config.flip_p)
+        return dataclasses.replace(params, paste=paste)
 
     def gpu_augment(self) -> GpuAugment:
         """A :class:`GpuAugment` with this dataset's output size and normalization."""

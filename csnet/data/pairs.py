@@ -15,11 +15,13 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "LAYOUTS",
     "MASK_EXTENSIONS",
+    "TEACHER_LIST_HEADER",
     "DatasetError",
     "ImagePair",
     "Pairing",
     "collect_pairs",
     "detect_layout",
+    "is_teacher_list",
     "pair_dataset",
     "read_list_file",
     "split_pairs",
@@ -44,6 +46,12 @@ LAYOUTS: tuple[tuple[str, str], ...] = (
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MASK_EXTENSIONS = frozenset({".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp"})
 
+#: How a teacher's label list starts (``csnet label`` / :func:`csnet.distill.label_images` write
+#: it as the first line of ``labels.txt``). Its pairs hold a model's soft maps, not ground truth,
+#: and are marked :attr:`ImagePair.teacher`; defined here, where list files are read, so that the
+#: writer and the reader share it.
+TEACHER_LIST_HEADER = "# soft maps by teacher"
+
 
 class DatasetError(Exception):
     """A dataset that cannot be used as asked: no layout, no pairs, or bad files in evaluation."""
@@ -55,14 +63,19 @@ class ImagePair:
 
     Attributes:
         image: path of the image.
-        mask: path of its ground-truth mask.
+        mask: path of its mask: ground truth, or a teacher's soft map when ``teacher``.
         key: ``<dataset folder name>/<stem>``: unique across concatenated datasets and the same
             on every machine, so it names the sample in reports and seeds the train/val split.
+        teacher: the mask is a teacher's soft map, not ground truth: the pair comes from a list
+            file whose first line starts with :data:`TEACHER_LIST_HEADER`. Copy-paste
+            augmentation takes objects only from pairs without it, so a model's mistakes are
+            not pasted into other samples.
     """
 
     image: Path
     mask: Path
     key: str
+    teacher: bool = False
 
     @property
     def stem(self) -> str:
@@ -142,6 +155,15 @@ def read_list_file(path: str | os.PathLike) -> list[tuple[Path, Path]]:
     return entries
 
 
+def is_teacher_list(path: str | os.PathLike) -> bool:
+    """Whether the list file at ``path`` is a teacher's label list (:data:`TEACHER_LIST_HEADER`)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().startswith(TEACHER_LIST_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def collect_pairs(source: DatasetSource) -> Pairing:
     """Pair images and masks of one or more datasets, without decoding anything.
 
@@ -157,7 +179,8 @@ def collect_pairs(source: DatasetSource) -> Pairing:
     for src in _split_sources(source):
         if src.is_file():
             name = src.resolve().parent.name
-            layouts.append(f"{name}: list file {src.name}")
+            teacher = is_teacher_list(src)
+            layouts.append(f"{name}: {'teacher ' if teacher else ''}list file {src.name}")
             for image, mask in read_list_file(src):
                 absent = [p for p in (image, mask) if not p.is_file()]
                 if absent:
@@ -165,7 +188,7 @@ def collect_pairs(source: DatasetSource) -> Pairing:
                     continue
                 # The listed path (less its suffix) keeps keys unique when stems repeat.
                 relative = Path(os.path.relpath(image, src.parent)).with_suffix("").as_posix()
-                all_pairs.append(ImagePair(image, mask, f"{name}/{relative}"))
+                all_pairs.append(ImagePair(image, mask, f"{name}/{relative}", teacher))
             continue
         image_dir, mask_dir = detect_layout(src)
         name = src.resolve().name

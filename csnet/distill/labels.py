@@ -22,7 +22,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from csnet.data.pairs import IMAGE_EXTENSIONS
+from csnet.data.pairs import IMAGE_EXTENSIONS, TEACHER_LIST_HEADER
 from csnet.distill.teacher import OnnxTeacher, TeacherError
 from csnet.io.atomic import atomic_write_text
 from csnet.io.images import ImageLoadError, load_image, save_png
@@ -149,6 +149,6 @@ def label_images(teacher: OnnxTeacher, sources: Sequence[Union[str, os.PathLike]
         if bar is not None:
             bar.close()
         # Written even when interrupted, so the maps made so far are usable at once.
-        atomic_write_text(folder / LABELS_FILE, f"# soft maps by teacher {identity['name']} "
+        atomic_write_text(folder / LABELS_FILE, f"{TEACHER_LIST_HEADER} {identity['name']} "
                           f"(sha256 {identity['sha256'][:12]})\n" + "\n".join(lines) + "\n")
     return report

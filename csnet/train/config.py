@@ -60,8 +60,11 @@ class TrainConfig:
         val_every: validate every N epochs (and after the last).
         seed: model init, shuffling and augmentation draws.
         augment: the release's crop/flip augmentation.
-        augment_recipe: ``release`` (crop/flip only) or ``strong`` (also a rotation of up to +-15 degrees, a
-            zoom of 0.8-1.25x and a colour jitter of the image, :class:`csnet.data.augment.StrongAugment`).
+        augment_recipe: ``release`` (crop/flip only), ``strong`` (also a rotation of up to +-15 degrees, a
+            zoom of 0.8-1.25x and a colour jitter of the image, :class:`csnet.data.augment.StrongAugment`) or
+            ``copy-paste`` (also, for half the samples, the object of another ground-truth pair scaled to
+            0.5-1x and pasted on, :class:`csnet.data.augment.CopyPasteAugment`; donors are never the
+            teacher's soft maps, :attr:`csnet.data.pairs.ImagePair.teacher`).
         ema_decay: keep an exponential moving average of the weights (BN statistics included), updated after
             every optimizer step (``None``: off, as in the release); validation and the saved models then
             use the averaged weights.

@@ -81,6 +81,8 @@ def teacher_pairs(config: TrainConfig, run_dir: Path, info: DistInfo, exclude=()
 
     Rank 0 labels (once: maps already in the label folder are reused, so a resumed or repeated run does
     not label again); the other ranks wait and read its list file. Validation images are never labelled.
+    The pairs come back marked :attr:`~csnet.data.pairs.ImagePair.teacher` (by the list file's header), so the
+    ``copy-paste`` recipe never pastes a teacher's map into another sample.
     """
     from csnet.distill import LABELS_FILE, OnnxTeacher, TeacherError, label_images
 
@@ -185,7 +187,11 @@ class _GpuBatches:
         for start in range(0, len(indices), self.batch_size):
             chunk = indices[start:start + self.batch_size]
             params = self.data.train.augment_params(chunk, epoch)
-            yield self.augment(self.samples[torch.tensor(chunk, device=self.device)], params)
+            donors = None
+            if params.paste is not None:  # copy-paste: the donors come from the same tensor
+                chosen = torch.tensor(params.paste.donor_indices, dtype=torch.int64, device=self.device)
+                donors = self.samples[chosen]
+            yield self.augment(self.samples[torch.tensor(chunk, device=self.device)], params, donors)
 
 
 def train_batches(data: RunData, batch_size: int, device: torch.device):
