@@ -71,8 +71,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                     help="time the training step instead: today's (fp32, NCHW, batch 24) beside the recipe's fast "
                          "step, side by side (default model csnet_l_x2)")
     tr.add_argument("--train-modes", default=None,
-                    help="comma-separated training modes (default fp32-nchw,fast: today's step and the recipe's; "
-                         "csnet.bench.train_bench.TRAIN_MODES holds the others, e.g. fast-nhwc, fast-ddp2)")
+                    help="comma-separated training modes (default fp32-nchw,fast,fast-ddp2: today's step, the "
+                         "recipe's in one process and in two 1-thread DDP ranks; csnet.bench.train_bench.TRAIN_MODES "
+                         "holds the others, e.g. fast-b16, fp32-malloc)")
     tr.add_argument("--steps", type=int, default=10, help="timed training steps per mode (default 10)")
     e2e = parser.add_argument_group("end to end (decode -> resize -> model -> encode over a folder)")
     e2e.add_argument("--end-to-end", type=Path, default=None, metavar="DIR",
@@ -221,11 +222,12 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from csnet.bench import environment, load_average
-    from csnet.bench.train_bench import FAST, TODAY, TRAIN_MODES, benchmark_train, format_train_rows
+    from csnet.bench.train_bench import FAST, FAST_DDP, TODAY, TRAIN_MODES, benchmark_train, format_train_rows
 
     if args.device != "cpu":
         raise CLIError("--train measures the CPU step here; on CUDA train with --amp and --channels-last")
-    names = [m.strip() for m in (args.train_modes or f"{TODAY.name},{FAST.name}").split(",") if m.strip()]
+    default = f"{TODAY.name},{FAST.name},{FAST_DDP.name}"
+    names = [m.strip() for m in (args.train_modes or default).split(",") if m.strip()]
     unknown = [n for n in names if n not in TRAIN_MODES]
     if unknown:
         raise CLIError(f"unknown training mode(s) {', '.join(unknown)}; choose from {', '.join(TRAIN_MODES)}")

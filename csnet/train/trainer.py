@@ -209,6 +209,12 @@ class Trainer:
         if cfg.gpu_augment and self.device.type != "cuda":
             logger.warning("--gpu-augment ignored: the device is %s", self.device)
         self.amp_dtype = _amp_dtype(cfg.amp, self.device)
+        if self.device.type == "cpu" and self.amp_dtype == torch.bfloat16 and cfg.channels_last:
+            # oneDNN's bf16 weight gradient for NHWC convolutions (torch 2.13's oneDNN 3.12) returns NaN or
+            # crashes on CPUs with AVX512-BF16 for CSNet's narrow dilated convs; its forward is right, so only
+            # training is refused (docs/TRAINING.md, "bf16 and channels_last on the CPU").
+            raise TrainingError("--channels-last with --amp bf16 is refused on the CPU: oneDNN's bf16 NHWC weight "
+                                "gradient is wrong here (NaN or a crash); drop --channels-last (NCHW is as fast)")
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for name in RUN_FILES:

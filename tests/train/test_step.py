@@ -1,5 +1,5 @@
-"""The training step: today's fp32 step and the fast step (bf16, compiled BatchNorm + PReLU, reused buffers)
-learn the same thing; the losses and the warm-up + cosine schedule do what they say."""
+"""The training step: today's fp32 step and the fast step (bf16, NHWC, compiled BatchNorm + PReLU, reused
+buffers; in one process and on two DDP ranks) learn the same thing; the losses and the warm-up + cosine schedule do what they say."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from csnet.bench.train_bench import FAST, TODAY, TrainMode, benchmark_train, synthetic_batch, train_config_for
+from csnet.bench.train_bench import FAST, FAST_DDP, TODAY, TrainMode, benchmark_train, synthetic_batch, train_config_for
 from csnet.models import create_model
 from csnet.train.compile import compile_norm_act
 from csnet.train.losses import saliency_loss, soft_iou_loss
@@ -16,7 +16,12 @@ from csnet.train.step import build_train_step
 from csnet.train.trainer import _amp_dtype
 
 
-def _losses(mode, steps: int, batch: int = 4, size: int = 32) -> list[float]:
+def _losses(mode, steps: int, batch: int = 4, size: int = 32, rank: int = 0, port: int = 0) -> list[float]:
+    """The loss of every step; with ``mode.ranks > 1`` this is rank ``rank`` of a gloo job, which trains on its
+    share of each batch and returns the loss averaged over the ranks."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
     config = train_config_for(mode, model="csnet_x1", size=size, weight_decay_mode="standard", lr=1e-3)
     config = config.replace(batch_size=batch)
     torch.manual_seed(0)
@@ -25,26 +30,58 @@ def _losses(mode, steps: int, batch: int = 4, size: int = 32) -> list[float]:
     model.train().to(memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     if config.compile == "norm-act":
         compile_norm_act(model)
-    step = build_train_step(model, model, config, _amp_dtype(config.amp, torch.device("cpu")))
+    module = model
+    if mode.ranks > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=mode.ranks)
+        module = torch.nn.parallel.DistributedDataParallel(model)
+    step = build_train_step(module, model, config, _amp_dtype(config.amp, torch.device("cpu")))
+    share = batch // mode.ranks
     losses = []
     for i in range(steps):
         images, masks = synthetic_batch(batch, size, seed=i % 16)
-        losses.append(step(images, masks)[0].item())
+        loss = step(images[rank * share:(rank + 1) * share], masks[rank * share:(rank + 1) * share])[0]
+        if mode.ranks > 1:
+            dist.all_reduce(loss)
+            loss = loss / mode.ranks
+        losses.append(loss.item())
+    if mode.ranks > 1:
+        dist.destroy_process_group()
     return losses
+
+
+def _ddp_losses(mode, steps: int) -> list[float]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from csnet.bench.train_bench import _free_port
+
+    with ProcessPoolExecutor(mode.ranks, mp_context=multiprocessing.get_context("spawn")) as pool:
+        port = _free_port()
+        futures = [pool.submit(_losses, mode, steps, rank=rank, port=port) for rank in range(mode.ranks)]
+        results = [future.result() for future in futures]
+    assert results[0] == results[1]  # every rank saw the same averaged loss
+    return results[0]
+
+
+def _assert_curves_agree(reference: list[float], other: list[float], window: int = 20) -> None:
+    for start in range(0, len(reference), window):
+        a = sum(reference[start:start + window]) / window
+        b = sum(other[start:start + window]) / window
+        assert abs(a - b) <= 0.05 * a + 0.01, (start, a, b)
+    assert sum(reference[-window:]) < 0.6 * sum(reference[:window])
 
 
 def test_fast_step_follows_the_fp32_step_over_hundreds_of_steps(one_thread) -> None:
     # Same batches and batch size, so only the precision and the compiled kernels differ: bf16 rounds activations to
     # 8 mantissa bits (relative error ~4e-3), fp32 master weights keep the updates exact, so the two loss
     # curves must stay within a few percent of each other all the way, and both must learn.
-    fp32 = _losses(TODAY, 240)
-    bf16 = _losses(FAST, 240)
-    window = 20
-    for start in range(0, 240, window):
-        a = sum(fp32[start:start + window]) / window
-        b = sum(bf16[start:start + window]) / window
-        assert abs(a - b) <= 0.05 * a + 0.01, (start, a, b)
-    assert sum(fp32[-window:]) < 0.6 * sum(fp32[:window])
+    _assert_curves_agree(_losses(TODAY, 240), _losses(FAST, 240))
+
+
+def test_fast_step_on_two_ddp_ranks_follows_the_fp32_step_over_hundreds_of_steps() -> None:
+    # The recipe's 2-core step: each rank trains on half of every batch and DDP averages the gradients, so the
+    # update is the one-process update except that BatchNorm's batch statistics are per rank.
+    _assert_curves_agree(_losses(TODAY, 240), _ddp_losses(FAST_DDP, 240))
 
 
 def test_benchmark_rows_name_each_mode_each_measured_in_its_own_process(one_thread) -> None:
