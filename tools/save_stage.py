@@ -6,8 +6,8 @@ can warm-start from it (``csnet train --init stages/<name>.safetensors``).
 
 Writes ``stages/<name>.safetensors`` (the run's model file at that epoch, lineage in its metadata) and
 ``stages/<name>.json``: the command, the config, the metrics row of that epoch, the parent stage and the git
-commit whose code ran the stage (``--commit``, default the checkout's HEAD). Stages are not bundled: only a stage that beats the bundled weights on the
-held-out split is promoted with ``tools/bundle_weights.py``.
+commit whose code ran the stage (``--commit``, default the checkout's HEAD). Stages are not bundled: only a
+stage that beats the bundled weights on the held-out split is promoted with ``tools/bundle_weights.py``.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _metrics_row(run_dir: Path, epoch: int) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--epoch", type=int, help="the finished epoch whose model is kept (last.safetensors must "
                                                  "be from it); omit for a mid-epoch checkpoint (--checkpoint-every)")
