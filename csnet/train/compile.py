@@ -4,8 +4,10 @@ In eager mode every ``ScaleBNPReLU`` runs BatchNorm and PReLU as separate kernel
 each reading and writing the whole activation: at CSNet's widths (10-80 channels) those passes, not the
 convolutions, were most of a 224 px training step (benchmarks/RESULTS.md, run T2). ``torch.compile`` of the
 pair alone lets Inductor fuse them into one reduction and one elementwise pass each way, on the CPU (C++)
-and on CUDA (Triton) alike. The region is small and compiled once with dynamic shapes for every block
-(seconds, where compiling the whole network takes many minutes on a small CPU: benchmarks/RESULTS.md).
+and on CUDA (Triton) alike. The region is small and compiled with dynamic shapes (seconds, where compiling
+the whole network takes many minutes on a small CPU: benchmarks/RESULTS.md). Dynamo may still compile a graph
+per block width and per new batch size; each is compiled once per process, and past the recompile limit the
+pair runs eagerly rather than stopping the run.
 
 The maths is the module's: batch statistics, the running-stat update with the module's momentum, the same
 per-channel PReLU. ``TrainConfig.compile = 'norm-act'`` turns it on. Only evaluation
@@ -49,9 +51,11 @@ def _kernel() -> Callable[..., Tensor]:
         # Each block's BN/PReLU parameters have their own width; without this Dynamo specializes on parameter
         # shapes and recompiles per width (28 graphs for csnet_l_x2) instead of one dynamic graph.
         torch._dynamo.config.force_parameter_static_shapes = False
-        # A few graphs remain: bf16 and fp32 inputs under autocast, and widths of 1 (always specialized).
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
-        _compiled = torch.compile(bn_prelu, dynamic=True, fullgraph=True)
+        # More graphs remain: bf16 and fp32 inputs under autocast, widths of 1 (always specialized), and the
+        # guards a new batch size (an epoch's last, partial batch) or layout fails. A long run met more than 32.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
+        # Not fullgraph: past the limit Dynamo then runs the pair eagerly (same maths) instead of failing the run.
+        _compiled = torch.compile(bn_prelu, dynamic=True)
     return _compiled
 
 

@@ -54,6 +54,28 @@ def test_compiled_block_equals_the_eager_block_forward_backward_and_running_stat
     torch.testing.assert_close(fused(x)[0], eager(x)[0])  # evaluation is the eager path
 
 
+def test_past_dynamo_s_recompile_limit_the_block_still_trains_with_the_same_maths() -> None:
+    # A long run met more graphs than the limit (every width, then an epoch's partial last batch): that must
+    # fall back to the eager pair, not end the run.
+    import torch._dynamo
+
+    from csnet.train.compile import _kernel
+
+    _kernel()  # sets the limit; lower it so that the batch sizes below go past it
+    saved = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = 1
+    try:
+        eager, fused = _block(2), _block(2)
+        compile_norm_act(fused)
+        for batch in (4, 3, 1, 2, 5):
+            x = (torch.randn(batch, 6, 4, 5), None, torch.randn(batch, 3, 2, 3))
+            out_e, out_f = eager(x), fused(x)
+            for k in (0, 2):
+                torch.testing.assert_close(out_f[k], out_e[k], rtol=1e-5, atol=1e-5)
+    finally:
+        torch._dynamo.config.recompile_limit = saved
+
+
 def test_compile_norm_act_keeps_parameters_and_skips_sync_batchnorm() -> None:
     model = create_model("csnet_x1")
     params, keys = [id(p) for p in model.parameters()], list(model.state_dict())
