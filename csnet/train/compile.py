@@ -51,6 +51,10 @@ def _kernel() -> Callable[..., Tensor]:
         # Each block's BN/PReLU parameters have their own width; without this Dynamo specializes on parameter
         # shapes and recompiles per width (28 graphs for csnet_l_x2) instead of one dynamic graph.
         torch._dynamo.config.force_parameter_static_shapes = False
+        # Dynamo's DDP optimizer (splitting a compiled graph at DDP's gradient buckets) makes the parameters
+        # static again inside a DDP forward: a graph per width, and a first step minutes long. This region holds
+        # no bucket boundary to split at.
+        torch._dynamo.config.optimize_ddp = False
         # More graphs remain: bf16 and fp32 inputs under autocast, widths of 1 (always specialized), and the
         # guards a new batch size (an epoch's last, partial batch) or layout fails. A long run met more than 32.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)

@@ -76,6 +76,28 @@ def test_past_dynamo_s_recompile_limit_the_block_still_trains_with_the_same_math
         torch._dynamo.config.recompile_limit = saved
 
 
+def test_one_graph_serves_every_width_also_inside_ddp(tmp_path: Path) -> None:
+    import torch._dynamo
+    import torch.distributed as dist
+    from torch._dynamo.utils import counters
+
+    from csnet.bench.train_bench import _free_port
+
+    torch._dynamo.reset()
+    counters.clear()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = create_model("csnet_l_x1").train()  # blocks of many widths
+        compile_norm_act(model)
+        ddp = nn.parallel.DistributedDataParallel(model)
+        ddp(torch.randn(2, 3, 32, 32)).mean().backward()
+        # a few graphs (widths of 1 are always specialized), not one per width as under Dynamo's DDP optimizer
+        assert counters["stats"]["unique_graphs"] <= 4
+    finally:
+        dist.destroy_process_group()
+
+
 def test_compile_norm_act_keeps_parameters_and_skips_sync_batchnorm() -> None:
     model = create_model("csnet_x1")
     params, keys = [id(p) for p in model.parameters()], list(model.state_dict())
