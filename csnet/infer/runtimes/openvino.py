@@ -39,11 +39,6 @@ class OpenVinoPreset:
     #: parallel loop and 2-thread latency falls to 1-thread latency at random; unpinned, the OS moves the thread
     #: (measured in benchmarks/RESULTS.md, "OpenVINO's latency flip")
     pin_threads: bool = False
-    #: OpenVINO's CPU_DENORMALS_OPTIMIZATION: subnormal floats are flushed to zero. A trained CSNet carries
-    #: some (BatchNorm scales that weight decay drove towards zero), and on CPUs that take a microcode assist
-    #: per subnormal operation they made the bundled model several times slower (benchmarks/RESULTS.md, run O);
-    #: the logits change by less than the 1e-4 every runtime is held to
-    flush_denormals: bool = True
 
     @property
     def precision(self) -> str:
@@ -74,8 +69,7 @@ class OpenVinoRuntime(Runtime):
             self.core.set_property({"CACHE_DIR": str(compiled)})
         self.config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": self.threads,
                        "INFERENCE_PRECISION_HINT": self.preset.precision,
-                       "ENABLE_CPU_PINNING": self.preset.pin_threads,
-                       "CPU_DENORMALS_OPTIMIZATION": self.preset.flush_denormals}
+                       "ENABLE_CPU_PINNING": self.preset.pin_threads}
         self._requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
 
     def _export(self, model) -> tuple[bytes, Optional[object]]:
