@@ -17,6 +17,8 @@ bf16 is off by up to 0.14 on some pixels); the fused network is held to no worse
   code (one line per op, see ``FusedCSNet.core.code``), which ``torch.jit.trace``, ``torch.compile`` and the ONNX
   exporter all take as it is;
 * parameters become buffers (no autograd bookkeeping), optionally in ``channels_last`` and fp16/bf16.
+* folded values too small to matter in float32 become exact zeros (:func:`flush_negligible`: dead channels
+  otherwise fill the forward with slow subnormal floats).
 
 This is the one fused network every runtime runs (:mod:`csnet.infer.runtimes`) and ``csnet export`` writes
 (:mod:`csnet.infer.onnx_export`); :data:`VARIANTS` names the few build options a runtime needs, so no call
@@ -43,6 +45,7 @@ __all__ = [
     "fuse",
     "optimize_for_inference",
     "fold_batch_norm",
+    "flush_negligible",
     "randomize_batch_norm",
     "resolve_dtype",
 ]
@@ -57,6 +60,28 @@ that (<= 56 x 56 at 224) the plain op is as fast and the extra view ops (~2 us e
 
 
 # --------------------------------------------------------------------------------------------- BN folding
+NEGLIGIBLE = torch.finfo(torch.float32).eps
+"""A folded weight, bias or slope smaller than this times its tensor's largest magnitude is set to zero."""
+
+
+def flush_negligible(value: Tensor) -> Tensor:
+    """``value`` with every entry below :data:`NEGLIGIBLE` times ``value.abs().max()`` set to exactly zero.
+
+    Why: weight decay shrinks the weights of channels the network stopped using geometrically toward zero
+    without reaching it (in a pruned model, a large share of its values). Such a channel's
+    activations are then tiny too, and their products with other tiny values land in float32's subnormal
+    range, which x86 CPUs compute on a slow microcode path: the whole forward runs several times slower
+    (measured in benchmarks/RESULTS.md, run Q). An entry below the last bit of its tensor's largest one cannot
+    change the network's float32 output beyond rounding, while zero is exact and fast. Flushing the
+    *weights* keeps the fix inside the fused network; the alternative, the CPU's flush-to-zero mode, is a
+    per-thread setting that would change every other computation in the user's process.
+    """
+    magnitude = value.abs()
+    if magnitude.numel() == 0:
+        return value
+    return torch.where(magnitude < NEGLIGIBLE * magnitude.max(), torch.zeros_like(value), value)
+
+
 def fold_batch_norm(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     """``(scale, shift)`` with ``bn(y) == y * scale[:, None, None] + shift[:, None, None]`` in eval mode."""
     if bn.running_var is None or bn.running_mean is None:
@@ -205,7 +230,7 @@ class _FusedCore(nn.Module):
     def _buffer(self, value: Tensor) -> str:
         name = f"p{self._count}"
         self._count += 1
-        self.register_buffer(name, value.to(torch.float32).contiguous())
+        self.register_buffer(name, flush_negligible(value).to(torch.float32).contiguous())
         return name
 
     def _tile(self, channels: int, stride: int) -> int:

@@ -10,7 +10,8 @@ import torch
 
 import csnet
 from csnet.infer.fused import (
-    VARIANTS, FusedCSNet, fold_batch_norm, fuse, optimize_for_inference, randomize_batch_norm,
+    NEGLIGIBLE, VARIANTS, FusedCSNet, flush_negligible, fold_batch_norm, fuse, optimize_for_inference,
+    randomize_batch_norm,
 )
 from tests.shared_data import require_shared
 
@@ -159,6 +160,66 @@ def test_fold_batch_norm_is_exact():
     scale, shift = fold_batch_norm(bn)
     y = torch.randn(2, 5, 3, 3, dtype=torch.float64)
     assert torch.allclose(bn.double()(y), y * scale[:, None, None] + shift[:, None, None])
+
+
+def test_flush_negligible_zeroes_only_what_is_below_the_last_bit():
+    value = torch.tensor([1.0, -0.5, NEGLIGIBLE * 0.9, -NEGLIGIBLE * 0.9, NEGLIGIBLE * 1.1, 1e-30, 0.0])
+    assert flush_negligible(value).tolist() == [1.0, -0.5, 0.0, 0.0, pytest.approx(NEGLIGIBLE * 1.1), 0.0, 0.0]
+    assert flush_negligible(torch.zeros(3)).tolist() == [0.0, 0.0, 0.0]
+    assert flush_negligible(torch.zeros(0)).numel() == 0
+
+
+def _subnormals(t: torch.Tensor) -> int:
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+        return 0
+    return int(((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).sum())
+
+
+def _dead_channel_model() -> torch.nn.Module:
+    """csnet_l_x1 with channel 0 of every layer decayed to ~1e-20, as weight decay leaves unused channels."""
+    model = _model("csnet_l_x1")
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight[0] *= 1e-20
+                module.bias[0] *= 1e-20
+                module.running_mean[0] *= 1e-20
+            elif isinstance(module, torch.nn.Conv2d) and module.groups > 1:  # depthwise: channel 0's filter
+                module.weight[0] *= 1e-20
+            elif isinstance(module, torch.nn.Conv2d) and module.in_channels > 1:
+                module.weight[:, 0] *= 1e-20
+    return model
+
+
+@pytest.mark.parametrize("variant", ["torch", "onnx"])
+def test_dead_channels_give_no_subnormal_activations(variant):
+    # Subnormal floats run on the CPU's slow path; the fused network must not produce them where the model does.
+    model = _dead_channel_model()
+    x = _input(1, 64, 64)
+    eager_subnormals = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: eager_subnormals.append(_subnormals(out)))
+             for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.PReLU, torch.nn.BatchNorm2d))]
+    with torch.inference_mode():
+        expected = model(x)
+    for hook in hooks:
+        hook.remove()
+    assert sum(eager_subnormals) > 0  # the model as defined does produce them: the check below can fail
+
+    fused = fuse(model, variant)
+    assert all(_subnormals(buffer) == 0 for buffer in fused.buffers())
+    fused_subnormals = []
+
+    class Counting(torch.fx.Interpreter):
+        def run_node(self, node):
+            out = super().run_node(node)
+            fused_subnormals.append(_subnormals(out))
+            return out
+
+    with torch.inference_mode():
+        Counting(fused.core).run(fused.prepare(x))
+        out = fused(x)
+    assert sum(fused_subnormals) == 0
+    assert (out - expected).abs().max().item() < FP32_ATOL
 
 
 def test_low_resolution_core_is_finished_by_the_wrapper(models, references):
