@@ -167,13 +167,12 @@ def _benchmark_mode(mode: TrainMode, model_name: str, size: int, steps: int, war
         loss = step(images, masks)[0]
         losses.append(loss.item())  # the sync is inside the timed region, as the trainer's log is per step
         times.append(time.perf_counter() - t0)
+        expired = max_seconds is not None and time.perf_counter() - begin > max_seconds and len(times) >= 3
         if mode.ranks > 1:  # every rank must stop at the same step, or the others wait in all-reduce
-            stop = torch.tensor(float(max_seconds is not None and time.perf_counter() - begin > max_seconds
-                                      and len(times) >= 3))
-            torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
-            if stop.item():
-                break
-        elif max_seconds is not None and time.perf_counter() - begin > max_seconds and len(times) >= 3:
+            flag = torch.tensor(float(expired))
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            expired = bool(flag.item())
+        if expired:
             break
     median = statistics.median(times)
     if mode.ranks > 1:

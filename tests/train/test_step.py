@@ -103,6 +103,14 @@ def test_a_ddp_mode_runs_its_ranks_with_the_threads_split_and_counts_every_rank_
         benchmark_train("csnet_x1", [mode], size=32, steps=1, warmup=1, isolate=False)
 
 
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_the_time_limit_stops_every_rank_at_the_same_step(ranks) -> None:
+    # past max_seconds a mode stops after 3 timed steps; under DDP all ranks agree on when, or one would hang
+    mode = TrainMode(f"tiny-r{ranks}", 2, False, "off", ranks=ranks)
+    (row,) = benchmark_train("csnet_x1", [mode], size=32, steps=50, warmup=1, max_seconds=0.0, threads=ranks)
+    assert row["steps"] == 3
+
+
 def test_soft_iou_is_zero_for_a_perfect_map_and_bce_iou_adds_it() -> None:
     target = torch.zeros(2, 1, 8, 8)
     target[:, :, 2:6, 2:6] = 1.0
