@@ -60,6 +60,9 @@ def main() -> None:
         "epoch": args.epoch if args.epoch is not None else "mid-epoch (last checkpoint of --checkpoint-every)",
         "metrics": row,
         "git_commit": commit,
+        # what was trained: the config's ``model`` only names the architecture of runs from scratch (an
+        # ``--init`` run takes the init file's, whatever ``model`` says)
+        "architecture": model.config.name,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     STAGES.mkdir(exist_ok=True)

@@ -617,6 +617,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     # one-channel upsampling left to NumPy (a 1-of-16-channels blocked upsample is slow there)
     "openvino": {"channels_last": False, "merge_links": False, "upsample_logits": False,
                  "upsample_by_deconv": True},
+    # OpenVINO in bfloat16: the same but with Interpolate, because on CPUs with AMX its bf16 depthwise transposed
+    # conv falls to a general brgconv kernel many times slower than the float32 one
+    "openvino-interpolate": {"channels_last": False, "merge_links": False, "upsample_logits": False,
+                             "upsample_by_deconv": False},
 }
 """The fused network's build options each runtime wants, by name (``optimize_for_inference(model, **VARIANTS[v])``);
 measured in ``benchmarks/RESULTS.md``."""

@@ -10,6 +10,7 @@ onnxruntime`` measures. Two forms, named by the fused variant they start from:
   (a zero-width pad is a no-op), computing the pad from the input's shape, and crops back.
 * ``"openvino"``: the core alone (padded input, logits at the head's stride). The runtime pads and upsamples in
   NumPy around it and compiles one static shape per size, which OpenVINO plans better than dynamic ones.
+  ``"openvino-interpolate"`` is the same with its upsamplings as Interpolate ops (the bfloat16 preset's form).
 
 The TorchScript-based exporter (``dynamo=False``) is used: it keeps the shape arithmetic symbolic and needs no
 extra packages.
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
-EXPORT_VARIANTS = ("onnx", "openvino")
+EXPORT_VARIANTS = ("onnx", "openvino", "openvino-interpolate")
 
 
 class PaddedCore(nn.Module):
@@ -62,8 +63,8 @@ def export_onnx_bytes(model: nn.Module, *, variant: str = "onnx", opset: int = D
 
     Args:
         model: a :class:`~csnet.models.CSNet` (not modified; fused on the CPU in float32).
-        variant: ``"onnx"`` (self-contained, any size) or ``"openvino"`` (the core alone); see the module
-            docstring.
+        variant: ``"onnx"`` (self-contained, any size), ``"openvino"`` or ``"openvino-interpolate"`` (the core
+            alone); see the module docstring.
         opset: ONNX opset.
 
     Raises:

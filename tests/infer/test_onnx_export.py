@@ -66,6 +66,10 @@ def test_the_export_is_the_fused_graph():
     assert "BatchNormalization" not in {node.op_type for node in graph.node}  # folded
     assert convs == fuse(model, "onnx").core.code.count("conv2d(")  # links merged: as many convs as fused
     assert convs < sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    ops = {variant: {node.op_type for node in onnx.load_from_string(export_onnx_bytes(model, variant=variant)).graph.node}
+           for variant in ("openvino", "openvino-interpolate")}
+    assert "ConvTranspose" in ops["openvino"] and "Resize" not in ops["openvino"]  # upsampling as transposed convs
+    assert "Resize" in ops["openvino-interpolate"] and "ConvTranspose" not in ops["openvino-interpolate"]
     with pytest.raises(ValueError, match="unknown export variant"):
         export_onnx_bytes(model, variant="tensorrt")
     with pytest.raises(TypeError, match="CSNet"):

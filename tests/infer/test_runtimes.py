@@ -219,6 +219,9 @@ def test_exports_are_cached_once_and_keyed_by_preset_and_weights(model, tmp_path
         create_runtime("openvino", model, cache_dir=tmp_path, threads=1)(x)
         assert calls == ["onnx", "openvino"]
         assert list((tmp_path / "openvino" / "compiled").iterdir())  # OpenVINO's compiled blob
+        create_runtime("openvino", model, cache_dir=tmp_path, threads=1, preset="bfloat16")(x)
+        assert calls == ["onnx", "openvino", "openvino-interpolate"]  # a preset with its own export has its own entry
+        assert len(list((tmp_path / "openvino").glob("*.onnx"))) == 2
     other = _model(seed=1)
     assert cache_key(model, "onnx") != cache_key(other, "onnx") != cache_key(other, "openvino")
     assert cache_key(model, "onnx") == cache_key(_model(), "onnx")

@@ -4,7 +4,7 @@ On the 2-core reference CPU it is the fastest runtime csnet has (``benchmarks/RE
 logits as the model (within 1e-4 in float32). OpenVINO runs every conv in oneDNN's blocked layouts with its
 bias, PReLU and the gOctConv's cross-scale add fused in as post-ops, so one ILBlock is a handful of kernels; it
 runs the ``"openvino"`` export (:mod:`csnet.infer.onnx_export`: links unmerged, upsampling as transposed convs,
-the head's one-channel upsampling left to NumPy here).
+the head's one-channel upsampling left to NumPy here; the preset names the export).
 
 Images run one at a time, and each padded image size is compiled once with static shapes, which OpenVINO plans
 better than dynamic ones (it is no faster per image on a batch); the :attr:`OpenVinoRuntime.max_shapes` most
@@ -39,6 +39,10 @@ class OpenVinoPreset:
     #: parallel loop and 2-thread latency falls to 1-thread latency at random; unpinned, the OS moves the thread
     #: (measured in benchmarks/RESULTS.md, "OpenVINO's latency flip")
     pin_threads: bool = False
+    #: the fused export it compiles (:data:`csnet.infer.onnx_export.EXPORT_VARIANTS`): upsampling as depthwise
+    #: transposed convs (float32's fastest) or as Interpolate (bfloat16: on CPUs with AMX, OpenVINO runs a bf16
+    #: transposed conv on a slow general kernel; benchmarks/RESULTS.md, run U)
+    export: str = "openvino"
 
     @property
     def precision(self) -> str:
@@ -53,7 +57,8 @@ class OpenVinoRuntime(Runtime):
     package = "openvino"
     extra = "openvino"
     devices = ("cpu",)
-    presets = {"float32": OpenVinoPreset("float32"), "bfloat16": OpenVinoPreset("bfloat16")}
+    presets = {"float32": OpenVinoPreset("float32"),
+               "bfloat16": OpenVinoPreset("bfloat16", export="openvino-interpolate")}
     max_shapes = 4
 
     def setup(self, model) -> None:
@@ -77,12 +82,13 @@ class OpenVinoRuntime(Runtime):
         from csnet.infer.cache import cache_key, cached_file
         from csnet.infer.onnx_export import export_onnx_bytes
 
-        make = lambda: export_onnx_bytes(model, variant="openvino")  # noqa: E731
+        variant = self.preset.export
+        make = lambda: export_onnx_bytes(model, variant=variant)  # noqa: E731
         if self.cache_dir is None:
             return make(), None
         folder = self.cache_dir / "openvino"
         try:
-            source = cached_file(folder / f"{cache_key(model, 'openvino')}.onnx", make)
+            source = cached_file(folder / f"{cache_key(model, variant)}.onnx", make)
             if isinstance(source, bytes):  # the cache cannot be written: compile in memory
                 return source, None
             compiled = folder / "compiled"
