@@ -140,16 +140,17 @@ def load_mask(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXEL
         raise ImageLoadError(name, f"unsupported image mode {im.mode!r} ({error})") from error
 
 
-def encode_image(array: np.ndarray, image_format: str = "PNG") -> bytes:
+def encode_image(array: np.ndarray, image_format: str = "PNG", **options) -> bytes:
     """``array`` (uint8 gray, RGB or RGBA) encoded in memory as ``image_format`` (a Pillow format name).
 
-    PNGs use zlib level 1: on 500 x 375 PASCAL-S masks 2.9 ms and 47 KB per mask, against 5.2 ms / 43 KB at
-    level 3 and 12.4 ms / 38 KB at Pillow's default level 6 (encoding was the largest cost after the model on a
-    2-core CPU, benchmarks/RESULTS.md); JPEGs quality 95.
+    The defaults are tuned for speed, since encoding is the largest cost after the model when serving
+    masks on a 2-core CPU (benchmarks/RESULTS.md): PNGs use zlib level 1, JPEGs quality 95. ``options``
+    are Pillow's save options for the format and replace those defaults (e.g. ``quality=85,
+    optimize=True`` where size matters more than time).
     """
-    options: dict = {"PNG": {"compress_level": 1}, "JPEG": {"quality": 95}}.get(image_format, {})
+    defaults: dict = {"PNG": {"compress_level": 1}, "JPEG": {"quality": 95}}.get(image_format, {})
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format=image_format, **options)
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format=image_format, **{**defaults, **options})
     return buffer.getvalue()
 
 

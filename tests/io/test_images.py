@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from csnet.io.images import ImageLoadError, load_image, load_mask, save_png
+from csnet.io.images import ImageLoadError, encode_image, load_image, load_mask, save_png
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)  # H=12, W=20: orientation is visible
@@ -252,6 +252,16 @@ def test_save_png_roundtrip_and_atomic(tmp_path):
     save_png(target, GRAY > 100)
     np.testing.assert_array_equal(load_mask(target), np.where(GRAY > 100, 255, 0))
     assert sorted(p.name for p in target.parent.iterdir()) == ["m.png"]  # no temporaries left
+
+
+def test_encode_image_options_replace_the_speed_defaults():
+    smooth = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))
+    fast, small = encode_image(smooth), encode_image(smooth, "PNG", optimize=True)
+    assert len(small) < len(fast)  # zlib level 1 by default; optimize searches for the smallest
+    for data in (fast, small):
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), smooth)  # PNG stays lossless
+    photo = np.stack([smooth, smooth.T, 255 - smooth], axis=2)
+    assert len(encode_image(photo, "JPEG", quality=50)) < len(encode_image(photo, "JPEG"))  # default 95
 
 
 def test_save_png_rejects_bad_input(tmp_path):
