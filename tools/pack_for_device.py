@@ -12,43 +12,41 @@ is git-ignored: it travels only when the call carries it):
 
 One list file per source (``<source>.txt``, paths relative to it), a teacher's list keeps its header so the
 trainer still treats those maps as soft teacher maps, and ``pack.json`` records what was packed. Sources are
-packed in the order given and each in its own order, so the budget cuts the last source short, never the
-first ones: put the ground truth first. The training crop is resized to 224 px, so a 256 px side keeps the
-detail training sees; held-out images are never packed (pass only training lists).
+packed in the order given, so the budget cuts the last source short, never the first ones: put the ground
+truth first. Within a source the pairs go in a seeded random order, so a source cut short is an even sample
+of it (of every photo folder of a teacher's list), not its first folders. The training crop is resized to
+224 px, so a 256 px side keeps the detail training sees; held-out images are never packed (pass only
+training lists).
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
+import random
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from csnet.data.pairs import collect_pairs, is_teacher_list
+from csnet.data.pairs import collect_pairs
 from csnet.io.atomic import atomic_write_bytes, atomic_write_text
-from csnet.io.images import ImageLoadError, load_image, load_mask
+from csnet.io.images import ImageLoadError, encode_image, load_image, load_mask
 
 
-def _fit(array: np.ndarray, side: int) -> Image.Image:
-    """``array`` as a Pillow image whose longest side is at most ``side`` (area filter: no aliasing)."""
+def _fit(array: np.ndarray, side: int) -> np.ndarray:
+    """``array`` resized so its longest side is at most ``side`` (area filter: no aliasing; never enlarged)."""
     image = Image.fromarray(array)
     scale = side / max(image.size)
     if scale < 1:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.Resampling.BOX)
-    return image
+    return np.asarray(image)
 
 
-def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    if fmt == "JPEG":
-        image.save(buffer, "JPEG", quality=quality, optimize=True)
-    else:
-        image.save(buffer, "PNG", optimize=True)
-    return buffer.getvalue()
+def _pack_name(source: str) -> str:
+    """The folder and list name a source gets in the pack: a list file's stem, a folder's name."""
+    return Path(source).stem if Path(source).is_file() else Path(source).name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,18 +56,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--side", type=int, default=256, help="longest side of packed images [256]")
     parser.add_argument("--quality", type=int, default=85, help="JPEG quality of packed images [85]")
     parser.add_argument("--budget-mib", type=float, default=56.0, help="stop before the pack passes this [56]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the order within each source [0]")
     args = parser.parse_args(argv)
 
+    sources = [s for s in args.sources.split(",") if s.strip()]
+    names = [_pack_name(source) for source in sources]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            parser.error(f"{sources[i]}: its pack name {name!r} is also that of {sources[names.index(name)]}; "
+                         "rename or link one of them")
+
     budget, used, report = int(args.budget_mib * 2**20), 0, []
-    for source in [s for s in args.sources.split(",") if s.strip()]:
-        teacher = Path(source).is_file() and is_teacher_list(source)
+    for source, name in zip(sources, names):
         pairs = collect_pairs(source).pairs
-        name = Path(source).stem if Path(source).is_file() else Path(source).name
+        teacher = bool(pairs) and pairs[0].teacher  # the reader marks a teacher's list by its header
         lines, skipped, full = [], 0, False
-        for index, pair in enumerate(pairs):
+        for index in random.Random(args.seed).sample(range(len(pairs)), len(pairs)):
+            pair = pairs[index]
             try:
-                image = _encode(_fit(load_image(pair.image), args.side), "JPEG", args.quality)
-                mask = _encode(_fit(load_mask(pair.mask), args.side), "PNG", args.quality)
+                image = encode_image(_fit(load_image(pair.image), args.side), "JPEG",
+                                     quality=args.quality, optimize=True)
+                mask = encode_image(_fit(load_mask(pair.mask), args.side), "PNG", optimize=True)
             except ImageLoadError as error:  # one bad file never stops the pack
                 print(f"skipped: {error}", file=sys.stderr)
                 skipped += 1
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             used += len(image) + len(mask)
         # the source's own header line: it marks the maps as a teacher's and names the teacher
         header = [Path(source).read_text(encoding="utf-8").splitlines()[0]] if teacher else []
-        atomic_write_text(args.out / f"{name}.txt", "\n".join(header + lines) + "\n")
+        atomic_write_text(args.out / f"{name}.txt", "\n".join(header + sorted(lines)) + "\n")
         report.append({"source": str(source), "list": f"{name}.txt", "teacher": teacher, "pairs": len(pairs),
                        "packed": len(lines), "skipped": skipped})
         print(f"{name}: {len(lines)} of {len(pairs)} pairs packed ({used / 2**20:.1f} MiB so far)")
@@ -92,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"budget of {args.budget_mib} MiB reached: later sources not packed", file=sys.stderr)
             break
     atomic_write_text(args.out / "pack.json", json.dumps(
-        {"side": args.side, "quality": args.quality, "bytes": used, "sources": report}, indent=1) + "\n")
+        {"side": args.side, "quality": args.quality, "seed": args.seed, "bytes": used, "sources": report},
+        indent=1) + "\n")
     return 0
 
 

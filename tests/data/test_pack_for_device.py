@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from csnet.data.pairs import TEACHER_LIST_HEADER, collect_pairs
@@ -63,3 +64,31 @@ def test_budget_cuts_the_last_source_short(tmp_path: Path) -> None:
     packed = json.loads((out / "pack.json").read_text())
     assert packed["bytes"] <= 0.6 * total
     assert 1 <= len(collect_pairs(out / "gt.txt").pairs) == packed["sources"][0]["packed"] < 4
+
+
+def test_a_source_cut_short_is_an_even_sample_of_it(tmp_path: Path) -> None:
+    # a teacher's list holds its photo folders one after another; a cut must not keep only the first
+    lines = [f"{TEACHER_LIST_HEADER} toy-teacher"]
+    for folder in ("a", "b"):
+        for i in range(6):
+            image, mask = write_pair(tmp_path / folder, f"{folder}{i}", mask_dir="maps", size=(64, 64))
+            lines.append(f"{image}\t{mask}")
+    teacher = tmp_path / "labels.txt"
+    teacher.write_text("\n".join(lines) + "\n")
+    whole = tmp_path / "whole"
+    assert _pack_main()([str(teacher), "-o", str(whole)]) == 0
+    total = json.loads((whole / "pack.json").read_text())["bytes"]
+
+    out = tmp_path / "pack"
+    assert _pack_main()([str(teacher), "-o", str(out), "--budget-mib", str(0.5 * total / 2**20)]) == 0
+    packed = {p.image.name.split("-", 1)[1][0] for p in collect_pairs(out / "labels.txt").pairs}
+    assert packed == {"a", "b"}
+
+
+def test_two_sources_with_one_pack_name_are_refused(tmp_path: Path) -> None:
+    first = _teacher_list(tmp_path / "one", 1)
+    second = _teacher_list(tmp_path / "two", 1)  # both are labels.txt: their packed lists would collide
+    out = tmp_path / "pack"
+    with pytest.raises(SystemExit) as exit_info:
+        _pack_main()([f"{first},{second}", "-o", str(out)])
+    assert exit_info.value.code == 2 and not out.exists()
