@@ -27,7 +27,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 # every list file of the pack, ground truth and teacher maps alike (a teacher's list marks itself)
 DATA=$(ls "$PACK"/*.txt | paste -sd, -)
 common=(--device "$DEVICE" --amp bf16 --cache memory --workers 0 --size "${SIZE:-224}" --batch-size "$BATCH"
-        --lr "$LR" --lr-schedule cosine --warmup-epochs 0 --loss bce+iou
+        --lr "$LR" --lr-schedule cosine --lr-schedule-unit iteration --warmup-epochs 0 --loss bce+iou
         --weight-decay-mode standard --weight-decay 1e-4 --ema-decay 0.999 --soft-masks --data "$DATA"
         --no-progress --no-tensorboard --log-every 50)
 if [ "$DEVICE" = cuda ]; then common+=(--channels-last --gpu-augment); fi

@@ -60,6 +60,8 @@ _HELP = {
     "loss": "bce (release) or bce+iou",
     "lr_schedule": "step (MultiStepLR at --milestones, release) or cosine (warm-up, then cosine to 0)",
     "warmup_epochs": "epochs of linear warm-up for --lr-schedule cosine",
+    "lr_schedule_unit": "epoch (release: the lr moves at epoch ends) or iteration (the same schedule followed at "
+                        "every step)",
     "soft_masks": "keep gray masks soft instead of binarizing at 128 (on with --teacher)",
     "teacher": "distil: an ONNX saliency model (JSON card beside it) that labels --unlabeled first",
     "unlabeled": "folders of photos without masks, comma-separated, trained on with the teacher's soft maps",
@@ -87,10 +89,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                      help="CPU threads per process (default: one per core, or 1 when the machine is already busy: "
                           "load average >= cores)")
     from csnet.train.config import (AMP_MODES, AUGMENT_RECIPES, CACHE_MODES, COMPILE_MODES, DEVICES, LOSSES,
-                                    LR_SCHEDULES, WEIGHT_DECAY_MODES, TrainConfig)
+                                    LR_SCHEDULE_UNITS, LR_SCHEDULES, WEIGHT_DECAY_MODES,
+                                    TrainConfig)
 
     choices = {"weight_decay_mode": WEIGHT_DECAY_MODES, "cache": CACHE_MODES, "device": DEVICES, "amp": AMP_MODES,
-               "loss": LOSSES, "lr_schedule": LR_SCHEDULES, "compile": COMPILE_MODES,
+               "loss": LOSSES, "lr_schedule": LR_SCHEDULES,
+               "lr_schedule_unit": LR_SCHEDULE_UNITS, "compile": COMPILE_MODES,
                "augment_recipe": AUGMENT_RECIPES}
     defaults = TrainConfig()
     recipe = parser.add_argument_group("recipe (each overrides --config; default: the release recipe)")

@@ -22,6 +22,7 @@ CACHE_MODES = ("memory", "disk", "none")
 DEVICES = ("auto", "cpu", "cuda")
 LOSSES = ("bce", "bce+iou")
 LR_SCHEDULES = ("step", "cosine")
+LR_SCHEDULE_UNITS = ("epoch", "iteration")
 COMPILE_MODES = ("off", "norm-act")  # csnet.train.compile
 
 #: Fields that may change when a run is resumed: they do not change what is computed.
@@ -89,6 +90,9 @@ class TrainConfig:
         lr_schedule: ``step`` (MultiStepLR at ``milestones``, the release) or ``cosine`` (linear warm-up over
             ``warmup_epochs``, then cosine decay to zero at ``epochs``).
         warmup_epochs: epochs of linear warm-up (``cosine`` only).
+        lr_schedule_unit: ``epoch`` (the release: the learning rate moves at each epoch's end) or
+            ``iteration`` (the same schedule, in epochs still, followed at every optimizer step, so a stage of
+            a few epochs warms up and anneals smoothly instead of in a few jumps).
         soft_masks: keep gray masks soft instead of binarizing them at 128 (soft teacher maps as targets).
         teacher: an ONNX saliency model (JSON card beside it) that labels ``unlabeled`` before training.
         unlabeled: folders of photos without masks, labelled by ``teacher`` into ``label_dir`` and trained on
@@ -138,6 +142,7 @@ class TrainConfig:
     loss: str = "bce"
     lr_schedule: str = "step"
     warmup_epochs: int = 0
+    lr_schedule_unit: str = "epoch"
     soft_masks: bool = False
     teacher: Optional[str] = None
     unlabeled: tuple[str, ...] = ()
@@ -186,6 +191,8 @@ class TrainConfig:
         check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         check(self.lr_schedule in LR_SCHEDULES,
               f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        check(self.lr_schedule_unit in LR_SCHEDULE_UNITS, f"lr_schedule_unit must be one of "
+              f"{', '.join(LR_SCHEDULE_UNITS)}, got {self.lr_schedule_unit!r}")
         check(0 <= self.warmup_epochs < self.epochs or self.warmup_epochs == 0,
               f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
         check(bool(self.teacher) == bool(self.unlabeled), "teacher and unlabeled go together")

@@ -55,9 +55,12 @@ class EpochSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter([(self.epoch, i) for i in self.indices()])
 
+    def epoch_length(self) -> int:
+        """Items this rank draws in a whole epoch (``len`` is what is left of it after ``start``)."""
+        return -(-self.n // self.world_size) if self.world_size > 1 else self.n
+
     def __len__(self) -> int:
-        full = -(-self.n // self.world_size) if self.world_size > 1 else self.n
-        return max(0, full - self.start)
+        return max(0, self.epoch_length() - self.start)
 
 
 @dataclass

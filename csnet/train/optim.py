@@ -111,7 +111,8 @@ def param_groups(model: nn.Module, *, lr: float, weight_decay: float, eps: float
 
 class WarmupCosine:
     """Factor on the base learning rate at ``epoch``: linear warm-up over ``warmup`` epochs, then a cosine
-    from 1 to 0 reached at ``epochs``. A class (not a lambda) so the schedule is plain data."""
+    from 1 to 0 reached at ``epochs`` (all three counted in the schedule's unit: epochs or iterations).
+    A class (not a lambda) so the schedule is plain data."""
 
     def __init__(self, epochs: int, warmup: int = 0) -> None:
         self.epochs, self.warmup = int(epochs), int(warmup)
@@ -123,9 +124,15 @@ class WarmupCosine:
         return 0.5 * (1.0 + math.cos(math.pi * min(epoch - self.warmup, span) / span))
 
 
-def lr_scheduler(optimizer: torch.optim.Optimizer, config) -> torch.optim.lr_scheduler.LRScheduler:
-    """The epoch-level schedule of ``config`` (a :class:`~csnet.train.config.TrainConfig`)."""
+def lr_scheduler(optimizer: torch.optim.Optimizer, config,
+                 steps_per_epoch: int = 1) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedule of ``config`` (a :class:`~csnet.train.config.TrainConfig`), counted in its unit.
+
+    The schedule is declared in epochs; with ``lr_schedule_unit == "iteration"`` the scheduler is stepped
+    after every optimizer step, so its epochs are scaled by ``steps_per_epoch`` here, once.
+    """
+    per = steps_per_epoch if config.lr_schedule_unit == "iteration" else 1
     if config.lr_schedule == "cosine":
-        factor = WarmupCosine(config.epochs, config.warmup_epochs)
+        factor = WarmupCosine(config.epochs * per, config.warmup_epochs * per)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor] * len(optimizer.param_groups))
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.lr_gamma)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, [m * per for m in config.milestones], config.lr_gamma)

@@ -301,7 +301,10 @@ class Trainer:
         cfg = self.config
         self.train_step = build_train_step(self.ddp, self.model, cfg, self.amp_dtype, self.dwd)
         self.optimizer, self.scaler = self.train_step.optimizer, self.train_step.scaler
-        self.scheduler = lr_scheduler(self.optimizer, cfg)
+        # the loader keeps a short last batch, so an epoch is ceil(items / batch) steps
+        steps_per_epoch = -(-self.data.sampler.epoch_length() // cfg.batch_size)
+        self.scheduler = lr_scheduler(self.optimizer, cfg, steps_per_epoch)
+        self._lr_per_iteration = cfg.lr_schedule_unit == "iteration"
         groups = self.optimizer.param_groups
         for group in groups:
             logger.debug("param group %s: %d tensors, lr %g, weight decay %g, eps %g", group["name"],
@@ -347,7 +350,8 @@ class Trainer:
             while self.epoch < cfg.epochs:
                 epoch = self.epoch + 1
                 stats = self._train_epoch(epoch)
-                self.scheduler.step()
+                if not self._lr_per_iteration:
+                    self.scheduler.step()
                 row = {"epoch": epoch, **stats}
                 improved = False
                 if self.info.is_main:
@@ -387,7 +391,8 @@ class Trainer:
         progress, self._progress = self._progress or {}, None
         done = int(progress.get("step", 0))
         start_epoch(self.data, epoch, start=done * cfg.batch_size)
-        lr = self._current_lr()
+        # the lr the epoch's first step ran at (a schedule stepped per iteration moves on within the epoch)
+        lr = float(progress.get("lr", self._current_lr()))
         sums = (progress["sums"].to(self.device, torch.float64) if progress
                 else torch.zeros(3, dtype=torch.float64, device=self.device))  # loss, bce, dwd
         seen, checked_steps = int(progress.get("seen", 0)), int(progress.get("checked_steps", 0))
@@ -404,6 +409,8 @@ class Trainer:
         try:
             for step, (images, masks) in enumerate(self.batches, start=done + 1):
                 loss, bce, reg = self.train_step(images, masks)
+                if self._lr_per_iteration:
+                    self.scheduler.step()
                 if self.ema is not None:
                     self.ema.update_parameters(self.model)
                 if step == done + 1 and cfg.compile != "off" and not self._compile_timed:
@@ -423,14 +430,15 @@ class Trainer:
                     rate = (seen - mark_seen) * self.info.world_size / max(now - mark_time, 1e-9)
                     mark_time, mark_seen = now, seen
                     if bar is not None:
-                        bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.1e}", img_s=f"{rate:.1f}", refresh=False)
+                        bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{self._current_lr():.1e}", img_s=f"{rate:.1f}",
+                                        refresh=False)
                         bar.update(step - bar.n)
                     elif self.info.is_main:
                         logger.info("epoch %d step %d/%d: loss %.4f, lr %.1e, %.2f images/s", epoch, step, steps,
-                                    mean_loss, lr, rate)
+                                    mean_loss, self._current_lr(), rate)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps:
                     self._checkpoint_mid_epoch(epoch, step, sums, seen, checked_steps,
-                                               earlier + time.perf_counter() - start)
+                                               earlier + time.perf_counter() - start, lr)
         finally:
             if bar is not None:
                 bar.close()
@@ -445,7 +453,7 @@ class Trainer:
                 "epoch_time_s": elapsed}
 
     def _checkpoint_mid_epoch(self, epoch: int, step: int, sums: torch.Tensor, seen: int, checked_steps: int,
-                              elapsed_s: float) -> None:
+                              elapsed_s: float, lr: float) -> None:
         """Commit the state after ``step`` steps of ``epoch`` with what the rest of the epoch needs."""
         # Under DDP every rank resumes from the mean of the ranks' sums, so the epoch's all-reduced mean
         # comes out the same; the collective also keeps the ranks in step.
@@ -455,7 +463,7 @@ class Trainer:
             raise DivergedError(self._diverged_message(epoch, step, float(mean_sums[0]) / step))
         if self.info.is_main:
             self._progress = {"step": step, "sums": mean_sums.cpu(), "seen": seen,
-                              "checked_steps": checked_steps, "elapsed_s": elapsed_s}
+                              "checked_steps": checked_steps, "elapsed_s": elapsed_s, "lr": lr}
             try:
                 self._checkpoint()
             finally:

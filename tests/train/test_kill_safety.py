@@ -211,11 +211,14 @@ def test_mid_epoch_resume_continues_from_the_step(reference, tmp_path: Path) -> 
     _assert_same_run(reference_dir, run_dir)
 
 
-def test_mid_epoch_resume_with_ema_and_strong_augment(tmp_path: Path, one_torch_thread) -> None:
-    """The EMA (with its update count) and the strong recipe's draws survive a kill mid-epoch: the resumed run
-    ends bit-identical to its own uninterrupted run, EMA weights and model files included."""
+@pytest.mark.parametrize("schedule", [{}, {"lr_schedule": "cosine", "warmup_epochs": 1,
+                                          "lr_schedule_unit": "iteration"}], ids=["per-epoch", "per-iteration"])
+def test_mid_epoch_resume_with_ema_and_strong_augment(tmp_path: Path, one_torch_thread, schedule) -> None:
+    """The EMA (with its update count), the strong recipe's draws and a schedule stepped at every iteration
+    survive a kill mid-epoch: the resumed run ends bit-identical to its own uninterrupted run, EMA weights
+    and model files included."""
     config = kill_config(make_dataset(tmp_path / "data", n=8, size=32)).replace(
-        ema_decay=0.9, augment_recipe="strong")
+        ema_decay=0.9, augment_recipe="strong", **schedule)
     train(config, tmp_path / "reference")
     run_dir = tmp_path / "run"
     status = _attempt(config, run_dir, "after_replace", 3, 0.0, tmp_path / "child.log", only=STATE_FILE)

@@ -144,6 +144,20 @@ def test_resume_is_bit_identical(tiny_data: Path, tmp_path: Path) -> None:
         resume_config(tmp_path / "split", {"lr": 1e-3})
 
 
+def test_the_schedule_can_follow_every_iteration(tiny_data: Path, tmp_path: Path) -> None:
+    # 8 pairs in batches of 4: 2 steps an epoch, so 1 warm-up epoch of 2 is 2 warm-up steps of 4
+    config = tiny_config(tiny_data, lr=1e-3, lr_schedule="cosine", warmup_epochs=1, lr_schedule_unit="iteration")
+    train(config, tmp_path / "run")
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").read_text().splitlines()))
+    # each epoch's lr is the one its first step ran at: 1/3 of the peak (warm-up step 1 of 2), then the peak
+    assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3 / 3, 1e-3])
+    state = load_state(tmp_path / "run" / STATE_FILE)
+    assert state["scheduler"]["last_epoch"] == 4
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)  # annealed to zero
+    with pytest.raises(ConfigError, match="lr_schedule_unit"):
+        config.replace(lr_schedule_unit="batch")
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data: Path, tmp_path: Path, monkeypatch,
                                                        capsys) -> None:
     import csnet.train.losses as losses_module  # where the training loss is computed
