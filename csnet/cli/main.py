@@ -81,4 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m csnet.cli.main` (the form torchrun launches) runs this file as `__main__`, a second copy of
+    # the module beside the `csnet.cli.main` that the commands import: their CLIError is that module's, which
+    # this copy's `except CLIError` would not catch (a traceback instead of the one-line error). Run that one.
+    import importlib
+
+    sys.exit(importlib.import_module("csnet.cli.main").main())

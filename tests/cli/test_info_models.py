@@ -75,3 +75,14 @@ def test_info_of_bundled_weights_prints_their_model_card(capsys) -> None:
     card = PRETRAINED["csnet_pascal"]
     assert "lineage" in out and card.lineage[-1] in out
     assert f"maxF {card.metrics['maxF']:.4f}" in out
+
+
+def test_python_dash_m_csnet_cli_main_gives_the_one_line_error(tmp_path) -> None:
+    """torchrun launches `-m csnet.cli.main`: a user's error there is the same one line, not a traceback."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "csnet.cli.main", "evaluate", "--pred", str(tmp_path / "none"),
+                             "--gt", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.startswith("csnet evaluate: error: ") and "Traceback" not in result.stderr
