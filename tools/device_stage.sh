@@ -8,8 +8,8 @@
 #   run(command="PACK=.devpack INIT=stages/<stage>.safetensors BUDGET_S=420 bash tools/device_stage.sh",
 #       carry=[".devpack"], timeout_s=560)
 #
-# A short probe (one epoch of PROBE_PAIRS pairs: decoding, the first step's compile, then steady steps)
-# sizes the stage: as many whole epochs of the full pack as fit in BUDGET_S seconds of training, on one
+# A short probe (two epochs of PROBE_PAIRS pairs; the first holds CUDA's start and cuDNN's tuning, so the
+# second's speed is the steady one) sizes the stage: as many whole epochs of the full pack as fit in BUDGET_S seconds of training, on one
 # cosine cycle, so the stage always ends annealed and its last.safetensors is the one to keep. Copy
 # $OUT/stage back into /work/runs and score it here with `csnet evaluate` on the held-out split (never
 # packed): the device keeps nothing.
@@ -36,12 +36,12 @@ if [ -n "$INIT" ]; then common+=(--init "$INIT"); else common+=(--model csnet_l_
 if [ "$DEVICE" = cuda ]; then nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; fi
 runs=$(mktemp -d)
 start=$(date +%s)
-python3 -m csnet.cli.main train --out $runs/probe --epochs 1 --limit "$PROBE_PAIRS" "${common[@]}"
+python3 -m csnet.cli.main train --out $runs/probe --epochs 2 --limit "$PROBE_PAIRS" "${common[@]}"
 probe_s=$(( $(date +%s) - start ))
 pairs=$(python3 -c "import json; print(sum(s['packed'] for s in json.load(open('$PACK/pack.json'))['sources']))")
 rate=$(python3 -c "import csv; print(list(csv.DictReader(open('$runs/probe/metrics.csv')))[-1]['images_per_s'])")
 epochs=$(python3 -c "print(max(1, int($BUDGET_S * float('$rate') / $pairs)))")
-echo "probe: ${probe_s} s in all, ${rate} images/s in its epoch; ${pairs} pairs -> ${epochs} epochs"
+echo "probe: ${probe_s} s in all, ${rate} images/s in its second epoch; ${pairs} pairs -> ${epochs} epochs"
 
 mkdir -p "$OUT/stage"
 python3 -m csnet.cli.main train --out $runs/stage --epochs "$epochs" "${common[@]}" 2>&1 | tee "$OUT/stage/log.txt"
