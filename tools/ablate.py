@@ -7,7 +7,9 @@ options that arm changes (an arm's options are appended after the shared ones, s
      "val": "/work/runs/split/PASCAL-S-val.txt", "size": 112,
      "arms": [{"name": "base", "args": []}, {"name": "bce only", "args": ["--loss", "bce"]}]}
 
-Each arm trains into ``OUT/<arm>`` and is scored on the held-out list with ``csnet evaluate``; its row (max F,
+An arm may also have ``"then"``: the options of a second training run that starts from the first one's
+``last.safetensors`` (a resolution schedule: most images at a small size, then a short run at the full one);
+its rows count both runs' time. Each arm trains into ``OUT/<arm>`` and is scored on the held-out list with ``csnet evaluate``; its row (max F,
 MAE, S, wall seconds of the training command and of its epochs) is appended to ``OUT/results.jsonl``. An arm
 already there is skipped, so an interrupted ablation continues where it stopped (a half-trained arm is
 retrained from the start).
@@ -40,25 +42,28 @@ def _done(results: Path) -> dict[str, dict[str, Any]]:
 
 
 def run_arm(spec: dict[str, Any], arm: dict[str, Any], out: Path, threads: int | None) -> dict[str, Any]:
-    """Train and score one arm; returns its row."""
+    """Train (one run, or two with ``then``) and score one arm; returns its row."""
     run_dir = out / _slug(arm["name"])
     if run_dir.exists():  # an interrupted arm: start it again rather than mix two runs
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
     threads_args = ["--threads", str(threads)] if threads else []
-    train = [sys.executable, "-m", "csnet", "train", "--out", str(run_dir), "--no-progress", *threads_args,
-             *spec["train"], *arm.get("args", [])]
-    start = time.perf_counter()
-    subprocess.run(train, check=True)
+    phases = [arm.get("args", [])] + ([arm["then"]] if "then" in arm else [])
+    dirs = [run_dir] if len(phases) == 1 else [run_dir / f"phase{i + 1}" for i in range(len(phases))]
+    start, step_s = time.perf_counter(), 0.0
+    for i, (extra, phase_dir) in enumerate(zip(phases, dirs)):
+        init = ["--init", str(dirs[i - 1] / "last.safetensors")] if i else []  # the last --init wins
+        subprocess.run([sys.executable, "-m", "csnet", "train", "--out", str(phase_dir), "--no-progress",
+                        *threads_args, *spec["train"], *extra, *init], check=True)
+        with (phase_dir / "metrics.csv").open() as f:  # one row per epoch, the trainer's own timing
+            step_s += sum(float(row["epoch_time_s"]) for row in csv.DictReader(f))
     train_s = time.perf_counter() - start
     scores = run_dir / "held-out.json"
-    evaluate = [sys.executable, "-m", "csnet", "evaluate", "--model", str(run_dir / "last.safetensors"),
+    evaluate = [sys.executable, "-m", "csnet", "evaluate", "--model", str(dirs[-1] / "last.safetensors"),
                 "--data", spec["val"], "--size", str(spec["size"]), "--json", str(scores), *threads_args]
     subprocess.run(evaluate, check=True, stdout=subprocess.DEVNULL)
     metrics = json.loads(scores.read_text())[0]
-    with (run_dir / "metrics.csv").open() as f:  # one row per epoch, the trainer's own timing
-        epochs = list(csv.DictReader(f))
-    step_s = sum(float(row["epoch_time_s"]) for row in epochs)
-    return {"arm": arm["name"], "args": arm.get("args", []), "maxF": metrics["maxF"], "MAE": metrics["MAE"],
+    args = arm.get("args", []) + (["then", *arm["then"]] if "then" in arm else [])
+    return {"arm": arm["name"], "args": args, "maxF": metrics["maxF"], "MAE": metrics["MAE"],
             "S": metrics["S"], "train_s": round(train_s, 1), "epoch_s": round(step_s, 1), "size": spec["size"]}
 
 
