@@ -9,7 +9,9 @@ options that arm changes (an arm's options are appended after the shared ones, s
 
 An arm may also have ``"then"``: the options of a second training run that starts from the first one's
 ``last.safetensors`` (a resolution schedule: most images at a small size, then a short run at the full one);
-its rows count both runs' time. Each arm trains into ``OUT/<arm>`` and is scored on the held-out list with ``csnet evaluate``; its row (max F,
+its rows count both runs' time. With ``"prune"`` too (``csnet prune`` options, e.g. ``["--threshold", "1e-20"]``),
+the first run's weights are pruned before the second starts from them: the architecture route (train a wide
+network, prune, fine-tune) as one arm. Each arm trains into ``OUT/<arm>`` and is scored on the held-out list with ``csnet evaluate``; its row (max F,
 MAE, S, wall seconds of the training command and of its epochs) is appended to ``OUT/results.jsonl``. An arm
 already there is skipped, so an interrupted ablation continues where it stopped (a half-trained arm is
 retrained from the start).
@@ -51,7 +53,15 @@ def run_arm(spec: dict[str, Any], arm: dict[str, Any], out: Path, threads: int |
     dirs = [run_dir] if len(phases) == 1 else [run_dir / f"phase{i + 1}" for i in range(len(phases))]
     start, step_s = time.perf_counter(), 0.0
     for i, (extra, phase_dir) in enumerate(zip(phases, dirs)):
-        init = ["--init", str(dirs[i - 1] / "last.safetensors")] if i else []  # the last --init wins
+        init = []
+        if i:  # the last --init wins
+            init_file = dirs[i - 1] / "last.safetensors"
+            if "prune" in arm:
+                pruned = run_dir / "pruned.safetensors"
+                subprocess.run([sys.executable, "-m", "csnet", "prune", str(init_file), *arm["prune"],
+                                "-o", str(pruned)], check=True, stdout=subprocess.DEVNULL)
+                init_file = pruned
+            init = ["--init", str(init_file)]
         subprocess.run([sys.executable, "-m", "csnet", "train", "--out", str(phase_dir), "--no-progress",
                         *threads_args, *spec["train"], *extra, *init], check=True)
         with (phase_dir / "metrics.csv").open() as f:  # one row per epoch, the trainer's own timing
@@ -62,16 +72,26 @@ def run_arm(spec: dict[str, Any], arm: dict[str, Any], out: Path, threads: int |
                 "--data", spec["val"], "--size", str(spec["size"]), "--json", str(scores), *threads_args]
     subprocess.run(evaluate, check=True, stdout=subprocess.DEVNULL)
     metrics = json.loads(scores.read_text())[0]
-    args = arm.get("args", []) + (["then", *arm["then"]] if "then" in arm else [])
+    args = (arm.get("args", []) + (["prune", *arm["prune"]] if "prune" in arm else [])
+            + (["then", *arm["then"]] if "then" in arm else []))
     return {"arm": arm["name"], "args": args, "maxF": metrics["maxF"], "MAE": metrics["MAE"],
-            "S": metrics["S"], "train_s": round(train_s, 1), "epoch_s": round(step_s, 1), "size": spec["size"]}
+            "S": metrics["S"], "params": _parameters(dirs[-1] / "last.safetensors"),
+            "train_s": round(train_s, 1), "epoch_s": round(step_s, 1), "size": spec["size"]}
+
+
+def _parameters(model_file: Path) -> int:
+    from csnet.models import load_model
+
+    return sum(p.numel() for p in load_model(str(model_file)).parameters())
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| arm | changes | max F | MAE | S | training s (epochs only) |", "|---|---|---|---|---|---|"]
+    lines = ["| arm | changes | params | max F | MAE | S | training s (epochs only) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         changes = " ".join(r["args"]) or "(base)"
-        lines.append(f"| {r['arm']} | `{changes}` | {r['maxF']:.4f} | {r['MAE']:.4f} | {r['S']:.4f} | "
+        params = f"{r['params']:,}" if "params" in r else ""  # rows written before the column existed
+        lines.append(f"| {r['arm']} | `{changes}` | {params} | {r['maxF']:.4f} | {r['MAE']:.4f} | {r['S']:.4f} | "
                      f"{r['train_s']:.0f} ({r['epoch_s']:.0f}) |")
     return "\n".join(lines)
 

@@ -1,7 +1,6 @@
 """tools/pack_for_device.py: a small, self-contained copy of training pairs the trainer reads back."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,15 +10,11 @@ from PIL import Image
 
 from csnet.data.pairs import TEACHER_LIST_HEADER, collect_pairs
 from tests.data.conftest import make_dataset, write_pair
-
-_TOOL = Path(__file__).resolve().parents[2] / "tools" / "pack_for_device.py"
+from tests.scripts import load_script
 
 
 def _pack_main():
-    spec = importlib.util.spec_from_file_location("pack_for_device", _TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script("tools/pack_for_device.py").main
 
 
 def _teacher_list(root: Path, n: int) -> Path:

@@ -3,22 +3,18 @@ fast clients beside slow uploads. The service must stay up, answer the fast clie
 connections, never prediction slots) and cut every slow upload off with 408 at its body timeout."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+
+from tests.scripts import load_script
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("httpx")
 
-LOAD_TEST = Path(__file__).resolve().parents[2] / "benchmarks" / "load_test.py"
-
 
 def test_fast_clients_are_answered_while_slow_uploads_get_408(capsys) -> None:
-    spec = importlib.util.spec_from_file_location("load_test", LOAD_TEST)
-    load_test = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(load_test)
+    load_test = load_script("benchmarks/load_test.py")
     code = load_test.main(["--abuse", "--requests", "12", "--concurrency", "6", "--slow-clients", "4",
                            "--body-timeout", "2", "--deadline", "60", "--size", "64", "--threads", "1", "--json"])
     report = json.loads(capsys.readouterr().out)
