@@ -9,10 +9,11 @@ options that arm changes (an arm's options are appended after the shared ones, s
 
 An arm may also have ``"then"``: the options of a second training run that starts from the first one's
 ``last.safetensors`` (a resolution schedule: most images at a small size, then a short run at the full one);
-its rows count both runs' time. With ``"prune"`` too (``csnet prune`` options, e.g. ``["--threshold", "1e-20"]``),
-the first run's weights are pruned before the second starts from them: the architecture route (train a wide
-network, prune, fine-tune) as one arm. Each arm trains into ``OUT/<arm>`` and is scored on the held-out list with ``csnet evaluate``; its row (max F,
-MAE, S, wall seconds of the training command and of its epochs) is appended to ``OUT/results.jsonl``. An arm
+its rows count both runs' time. With ``"prune"`` beside ``"then"`` (``csnet prune`` options, e.g.
+``["--threshold", "1e-20"]``), the first run's weights are pruned before the second starts from them: the
+architecture route (train a wide network, prune, fine-tune) as one arm. Each arm trains into ``OUT/<arm>`` and
+is scored on the held-out list with ``csnet evaluate``; its row (max F, MAE, S, the final network's parameter
+count, wall seconds of the training commands and of their epochs) is appended to ``OUT/results.jsonl``. An arm
 already there is skipped, so an interrupted ablation continues where it stopped (a half-trained arm is
 retrained from the start).
 
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="CPU threads for training and scoring")
     args = parser.parse_args(argv)
     spec = json.loads(args.spec.read_text())
+    for arm in spec["arms"]:
+        if "prune" in arm and "then" not in arm:
+            parser.error(f"arm {arm['name']!r}: 'prune' needs a 'then' run to fine-tune the pruned network")
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.jsonl"
     for arm in spec["arms"]:

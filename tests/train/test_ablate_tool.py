@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from csnet.models import load_model
 from tests.scripts import load_script
 
@@ -38,3 +40,14 @@ def test_a_pruned_arm_fine_tunes_the_pruned_network_and_reports_its_size(
     before = (out / "x1-route" / "phase2" / "last.safetensors").stat().st_mtime_ns
     assert _ablate_main()([str(spec_file), "-o", str(out)]) == 0
     assert (out / "x1-route" / "phase2" / "last.safetensors").stat().st_mtime_ns == before
+
+
+def test_a_prune_without_a_run_after_it_is_refused_before_anything_trains(tmp_path: Path, capsys) -> None:
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({"train": [], "val": "v.txt", "size": 32,
+                                     "arms": [{"name": "pruned only", "prune": ["--ratio", "0.5"]}]}))
+    with pytest.raises(SystemExit) as stop:
+        _ablate_main()([str(spec_file), "-o", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    assert "'pruned only': 'prune' needs a 'then' run" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
