@@ -8,6 +8,7 @@ import pytest
 
 from csnet.models import load_model
 from tests.scripts import load_script
+from tests.shared_data import REPO_ROOT
 
 
 def _ablate_main():
@@ -51,3 +52,22 @@ def test_a_prune_without_a_run_after_it_is_refused_before_anything_trains(tmp_pa
     assert stop.value.code == 2
     assert "'pruned only': 'prune' needs a 'then' run" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("spec_file", sorted((REPO_ROOT / "configs" / "ablations").glob("*.json")),
+                         ids=lambda path: path.name)
+def test_the_committed_ablation_files_are_train_command_lines_that_parse(spec_file: Path) -> None:
+    """A kept ablation file must still run when csnet train's options change, not fail an hour in."""
+    from csnet.cli.main import build_parser
+    from csnet.cli.train import _overrides
+    from csnet.train.config import TrainConfig
+
+    spec = json.loads(spec_file.read_text())
+    names = [arm["name"] for arm in spec["arms"]]
+    assert len(set(names)) == len(names) and spec["size"] > 0 and spec["val"]
+    parser = build_parser()
+    for arm in spec["arms"]:
+        assert "prune" not in arm or "then" in arm, arm["name"]
+        for extra in [arm.get("args", [])] + ([arm["then"]] if "then" in arm else []):
+            args = parser.parse_args(["train", "--out", "unused", *spec["train"], *extra])  # exits on a bad option
+            TrainConfig().replace(**_overrides(args))  # and raises on a bad value
