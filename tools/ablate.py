@@ -44,13 +44,26 @@ def _done(results: Path) -> dict[str, dict[str, Any]]:
     return {row["arm"]: row for row in rows}
 
 
+def arm_phases(arm: dict[str, Any]) -> list[list[str]]:
+    """The ``csnet train`` options an arm adds to the shared ones, per run: one run, or two with ``then``."""
+    return [arm.get("args", [])] + ([arm["then"]] if "then" in arm else [])
+
+
+def spec_error(spec: dict[str, Any]) -> str | None:
+    """Why the ablation file cannot run (checked before anything trains), or ``None``."""
+    for arm in spec["arms"]:
+        if "prune" in arm and "then" not in arm:
+            return f"arm {arm['name']!r}: 'prune' needs a 'then' run to fine-tune the pruned network"
+    return None
+
+
 def run_arm(spec: dict[str, Any], arm: dict[str, Any], out: Path, threads: int | None) -> dict[str, Any]:
     """Train (one run, or two with ``then``) and score one arm; returns its row."""
     run_dir = out / _slug(arm["name"])
     if run_dir.exists():  # an interrupted arm: start it again rather than mix two runs
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
     threads_args = ["--threads", str(threads)] if threads else []
-    phases = [arm.get("args", [])] + ([arm["then"]] if "then" in arm else [])
+    phases = arm_phases(arm)
     dirs = [run_dir] if len(phases) == 1 else [run_dir / f"phase{i + 1}" for i in range(len(phases))]
     start, step_s = time.perf_counter(), 0.0
     for i, (extra, phase_dir) in enumerate(zip(phases, dirs)):
@@ -105,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="CPU threads for training and scoring")
     args = parser.parse_args(argv)
     spec = json.loads(args.spec.read_text())
-    for arm in spec["arms"]:
-        if "prune" in arm and "then" not in arm:
-            parser.error(f"arm {arm['name']!r}: 'prune' needs a 'then' run to fine-tune the pruned network")
+    error = spec_error(spec)
+    if error:
+        parser.error(error)
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.jsonl"
     for arm in spec["arms"]:

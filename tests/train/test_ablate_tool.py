@@ -62,12 +62,13 @@ def test_the_committed_ablation_files_are_train_command_lines_that_parse(spec_fi
     from csnet.cli.train import _overrides
     from csnet.train.config import TrainConfig
 
+    ablate = load_script("tools/ablate.py")
     spec = json.loads(spec_file.read_text())
     names = [arm["name"] for arm in spec["arms"]]
     assert len(set(names)) == len(names) and spec["size"] > 0 and spec["val"]
+    assert ablate.spec_error(spec) is None
     parser = build_parser()
     for arm in spec["arms"]:
-        assert "prune" not in arm or "then" in arm, arm["name"]
-        for extra in [arm.get("args", [])] + ([arm["then"]] if "then" in arm else []):
+        for extra in ablate.arm_phases(arm):
             args = parser.parse_args(["train", "--out", "unused", *spec["train"], *extra])  # exits on a bad option
             TrainConfig().replace(**_overrides(args))  # and raises on a bad value
