@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class OpenVinoPreset:
-    #: float32 (OpenVINO would otherwise pick bf16 on CPUs that have it) or bfloat16 (within ~1e-2 on
-    #: probabilities; somewhat faster on AVX512-BF16 CPUs, no faster where narrow convs leave AMX idle)
+    #: float32 (OpenVINO would otherwise pick bf16 on CPUs that have it) or bfloat16 (not exact: with trained
+    #: weights a few pixels' probabilities move visibly while the held-out scores barely do; somewhat faster on
+    #: AVX512-BF16 CPUs, no faster where narrow convs leave AMX idle; benchmarks/RESULTS.md run Y)
     dtype: str = "float32"
     #: OpenVINO's ENABLE_CPU_PINNING. Off: pinned, each of the two inference threads is tied to one core while it
     #: runs, so any other thread on that core (the caller, a busy neighbour, the hypervisor) stalls the whole
