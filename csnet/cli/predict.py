@@ -32,7 +32,7 @@ _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 # Options shared with `csnet demo` and `csnet serve`.
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, batch: bool = True) -> None:
-    """``--model --device --runtime --size`` (and ``--batch-size``): how a Predictor is built."""
+    """``--model --device --runtime --preset --size`` (and ``--batch-size``): how a Predictor is built."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", default=None, metavar="NAME|FILE",
                        help="a .safetensors model file, an .onnx export, or a name with bundled weights "
@@ -50,7 +50,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, batch: bool = True) 
 
 
 def add_runtime_argument(parser) -> None:
-    """``--runtime NAME`` (and the deprecated ``--backend``), for every command that runs a model."""
+    """``--runtime NAME --preset NAME`` (and the deprecated ``--backend``), for every command that runs a model."""
     from csnet.infer.runtimes import AUTO_ORDER, DEPRECATED_NAMES, RUNTIMES
 
     names = ["auto", *RUNTIMES]
@@ -59,6 +59,9 @@ def add_runtime_argument(parser) -> None:
                              f"{', '.join(AUTO_ORDER['cpu'])}; {', '.join(AUTO_ORDER['cuda'])} on CUDA; "
                              "onnxruntime for .onnx models)")
     parser.add_argument("--backend", default=None, choices=[*names, *DEPRECATED_NAMES], help=argparse.SUPPRESS)
+    parser.add_argument("--preset", default=None, metavar="NAME",
+                        help="the named runtime's preset, as in `csnet benchmark --preset`: e.g. bfloat16 for "
+                             "openvino or the PyTorch runtimes (default: the runtime's own, float32)")
 
 
 def runtime_choice(args: argparse.Namespace, command: str = "csnet") -> str:
@@ -87,10 +90,14 @@ def make_predictor(args: argparse.Namespace, model: Any = "__args__"):
     threads = getattr(args, "threads", None)
     if threads is not None and threads < 1:
         raise CLIError(f"--threads must be positive, got {threads}")
+    runtime = runtime_choice(args)
+    preset = getattr(args, "preset", None)
+    if preset is not None and runtime == "auto":
+        raise CLIError("--preset applies to one runtime: name it with --runtime")
     _set_cpu_threads(threads)  # before the runtime is built: OpenVINO fixes its thread count when it compiles
     try:
         predictor = Predictor(args.model if model == "__args__" else model, device=args.device, size=args.size,
-                              runtime=runtime_choice(args), batch_size=batch_size, threads=threads)
+                              runtime=runtime, preset=preset, batch_size=batch_size, threads=threads)
     except (ModelFileError, RuntimeUnavailable, RuntimeChoiceError, ImportError) as error:
         raise CLIError(str(error)) from None
     if predictor.device == "cpu" and predictor.runtime_name in ("openvino", "torchscript", "eager"):

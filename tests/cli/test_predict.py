@@ -325,3 +325,25 @@ def test_refine_without_its_library_is_refused_up_front(tmp_path, monkeypatch, c
     assert predict(tmp_path / "a.png", "-o", tmp_path / "mask.png", "--refine") == 1
     assert "--refine guided needs cv2: pip install 'csnet[refine]'" in capsys.readouterr().err
     assert not (tmp_path / "mask.png").exists()
+
+
+def test_preset_reaches_the_named_runtime_and_is_checked(tmp_path, capsys):
+    image = save(tmp_path / "img.png", gradient_image(40, 60))
+    common = [str(image), "--model", str(model_file()), "--size", str(SIZE), "-q"]
+    for preset in ("float32", "bfloat16"):
+        assert main(["predict", *common, "-o", str(tmp_path / f"{preset}.png"), "--runtime", "eager",
+                     "--preset", preset]) == 0
+    exact = np.asarray(Image.open(tmp_path / "float32.png"), dtype=np.int16)
+    rounded = np.asarray(Image.open(tmp_path / "bfloat16.png"), dtype=np.int16)
+    assert exact.shape == rounded.shape == (40, 60)
+    difference = np.abs(exact - rounded)
+    # bfloat16 ran (the masks differ) on the same image (on average they agree; the random test weights leave
+    # single pixels far apart)
+    assert difference.max() > 0 and difference.mean() < 40
+
+    for extra, message in ((["--runtime", "eager", "--preset", "int4"], "no preset 'int4'"),
+                           (["--preset", "bfloat16"], "--runtime")):
+        assert main(["predict", *common, "-o", str(tmp_path / "x.png"), *extra]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "x.png").exists()
