@@ -90,14 +90,11 @@ def make_predictor(args: argparse.Namespace, model: Any = "__args__"):
     threads = getattr(args, "threads", None)
     if threads is not None and threads < 1:
         raise CLIError(f"--threads must be positive, got {threads}")
-    runtime = runtime_choice(args)
-    preset = getattr(args, "preset", None)
-    if preset is not None and runtime == "auto":
-        raise CLIError("--preset applies to one runtime: name it with --runtime")
     _set_cpu_threads(threads)  # before the runtime is built: OpenVINO fixes its thread count when it compiles
     try:
         predictor = Predictor(args.model if model == "__args__" else model, device=args.device, size=args.size,
-                              runtime=runtime, preset=preset, batch_size=batch_size, threads=threads)
+                              runtime=runtime_choice(args), preset=getattr(args, "preset", None),
+                              batch_size=batch_size, threads=threads)
     except (ModelFileError, RuntimeUnavailable, RuntimeChoiceError, ImportError) as error:
         raise CLIError(str(error)) from None
     if predictor.device == "cpu" and predictor.runtime_name in ("openvino", "torchscript", "eager"):

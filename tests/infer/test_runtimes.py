@@ -99,6 +99,8 @@ def test_registry_names_and_deprecated_names():
 def test_presets_and_model_kinds(model, tmp_path):
     with pytest.raises(RuntimeChoiceError, match="no preset 'int4'"):
         create_runtime("eager", model, preset="int4")
+    with pytest.raises(RuntimeChoiceError, match="applies to one runtime"):  # never silently the default
+        create_runtime("auto", model, preset="bfloat16")
     conv = torch.nn.Conv2d(3, 1, 1)
     for name in ("torchscript", "openvino"):
         if runtime_class(name).available():

@@ -180,15 +180,18 @@ def create_runtime(name: Optional[str], model: ModelInput, *, device: str = "cpu
                    cache_dir: Union[str, os.PathLike, None] = None, preset: Optional[str] = None) -> Runtime:
     """The runtime ``name`` (``"auto"``: the first of :data:`AUTO_ORDER` that is available) for ``model``.
 
-    ``preset`` applies to a named runtime; ``auto`` uses each runtime's default.
+    ``preset`` belongs to one runtime, so it needs a named one; ``auto`` builds each runtime's default.
 
     Raises:
         RuntimeUnavailable: the named runtime (or, for auto, every runtime in the order) cannot run here.
-        RuntimeChoiceError: an unknown runtime or preset.
+        RuntimeChoiceError: an unknown runtime or preset, or a preset with ``auto``.
     """
     from torch import nn
 
     name = canonical_name(name)
+    if preset is not None and name == "auto":
+        raise RuntimeChoiceError(f"preset {preset!r} applies to one runtime: name it (--runtime, or runtime= in "
+                                 "Python) instead of auto")
     onnx_file = not isinstance(model, nn.Module)
     if name != "auto":
         return runtime_class(name)(model, device=device, threads=threads, cache_dir=cache_dir, preset=preset)
